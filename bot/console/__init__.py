@@ -1,0 +1,1 @@
+"""The console adapter: the same neutral contract as Slack and Discord, in a terminal."""

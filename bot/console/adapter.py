@@ -1,0 +1,125 @@
+"""Console adapter: prints events as they happen and asks for approvals at the prompt."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+
+from bot.console.render import plan_table, progress_line
+from swarm.events import (ApprovalDecided, ApprovalRequested, Event, Notice, ObjectiveAccepted,
+                          ObjectiveFinished, ObjectiveStateChanged, PlanProposed, QuestionAsked,
+                          StepFailed, StepFinished, StepRevised, StepStarted)
+from swarm.models import ThreadRef
+from swarm.service import Swarm
+
+log = logging.getLogger(__name__)
+AUTO_ANSWER = "No preference: proceed with your best judgement."
+
+
+class ConsoleAdapter:
+    platform = "console"
+    coalesce_progress = False
+
+    def __init__(self, swarm: Swarm, console: Console | None = None, *, auto_approve: bool = False,
+                 user: str = "you", prompt: Callable[[str], str] | None = None) -> None:
+        self.swarm, self.user, self.auto_approve = swarm, user, auto_approve
+        self.console = console or Console()
+        self._prompt = prompt or self.console.input
+        self._prompt_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- prompts -----------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def prompts_done(self) -> bool:
+        """Wait for open prompts; True if there were any."""
+        had = bool(self._tasks)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        return had
+
+    async def _ask(self, question: str) -> str | None:
+        async with self._prompt_lock:
+            try:
+                return await asyncio.to_thread(self._prompt, question)
+            except EOFError:
+                return None
+
+    async def decide(self, approval_id: int, title: str) -> None:
+        if self.auto_approve:
+            self.console.print(f"  [green]auto-approved[/] (--yes): {title}")
+            await self.swarm.decide(approval_id, self.user, True, "approved with --yes")
+            return
+        answer = await self._ask(f"[bold]Approve[/] {title}? [y/n] ")
+        if answer is None:
+            self.console.print("  No answer at the prompt: the approval stays open; "
+                               "`threadswarm resume` asks again.")
+            return
+        approve = answer.strip().lower() in ("y", "yes", "ok", "approve")
+        result = await self.swarm.decide(approval_id, self.user, approve)
+        self.console.print(f"  {result.message}")
+
+    async def answer(self, thread: ThreadRef, question: str) -> None:
+        text = AUTO_ANSWER if self.auto_approve else await self._ask(f"[bold]?[/] {question} ")
+        if not text:
+            self.console.print("  No answer at the prompt: the step keeps waiting; "
+                               "`threadswarm resume` asks again.")
+            return
+        await self.swarm.reply(thread, self.user, text)
+
+    # -- events ------------------------------------------------------------------------------
+    async def deliver(self, event: Event, thread: ThreadRef) -> None:
+        out = self.console.print
+        match event:
+            case ObjectiveAccepted():
+                out(f"[bold]Objective #{event.objective_id}[/]: {event.goal}  "
+                    f"(planning…)")
+            case PlanProposed():
+                out(plan_table(event))
+                self._spawn(self.decide(event.approval_id, f"plan v{event.version} "
+                                                           f"({len(event.steps)} steps)"))
+            case ApprovalRequested():
+                out(f"[yellow]approval needed[/]: {event.title}")
+                self._spawn(self.decide(event.approval_id, event.title))
+            case ApprovalDecided():
+                verb = "approved" if event.approved else "rejected"
+                out(f"  [bold]{verb}[/] by {event.user}: {event.title}")
+            case StepStarted():
+                again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+                out(f"[cyan]▶ {event.role}[/] {event.title}{again}")
+            case StepRevised():
+                out(f"[magenta]↻ critic[/] sent back '{event.title}': {event.critique}")
+            case StepFinished():
+                first = next((ln for ln in event.output.splitlines() if ln.strip()), "")
+                out(f"[green]✔ {event.role}[/] {event.title} — {first[:100]}")
+            case StepFailed():
+                out(f"[red]✖[/] {event.title}: {event.error}")
+            case QuestionAsked():
+                out(f"[yellow]question[/] from '{event.title}': {event.question}")
+                self._spawn(self.answer(thread, event.question))
+            case ObjectiveStateChanged():
+                out(f"Objective #{event.objective_id} is now {event.state} ({event.reason})")
+            case ObjectiveFinished():
+                self._results(event)
+                return
+            case Notice():
+                out(f"[yellow]note[/]: {event.text}")
+        if event.progress and (view := self.swarm.view(event.objective_id)):
+            out(progress_line(view))
+
+    def _results(self, event: ObjectiveFinished) -> None:
+        for result in event.results:
+            style = "green" if result.state == "finished" else "red"
+            self.console.print(Panel(result.output or "(no output)", border_style=style,
+                                     title=f"{result.title} · {result.role} · {result.state}",
+                                     title_align="left"))
+        colour = "green" if event.state == "finished" else "red"
+        self.console.print(f"[bold {colour}]Objective #{event.objective_id} {event.state}[/]: "
+                           f"{event.summary}")

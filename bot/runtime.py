@@ -1,0 +1,67 @@
+"""The composition root: settings, database, memory, swarm and dispatcher wired together."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.adapter import ChatAdapter
+from bot.dispatcher import Dispatcher
+from swarm.config import Settings
+from swarm.db import Database
+from swarm.redact import RedactingFilter
+from swarm.service import Swarm
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def open_memory(settings: Settings, db: Database) -> Any:
+    from memory import Embedder, TeamMemory
+
+    memory = TeamMemory(db.engine, settings.index_dir, Embedder(settings.embedding_model))
+    memory.load()
+    return memory
+
+
+class Runtime:
+    """One process's swarm with its adapters; `settle()` waits until nothing can move."""
+
+    def __init__(self, settings: Settings, *, memory: bool | None = None) -> None:
+        self.settings = settings
+        self.db = Database.connect(settings.url)
+        use_memory = settings.memory_enabled if memory is None else memory
+        self.memory = open_memory(settings, self.db) if use_memory else None
+        self.swarm = Swarm(settings, self.db, memory=self.memory)
+        self.dispatcher = Dispatcher(self.db, [])
+
+    def add_adapter(self, adapter: ChatAdapter) -> None:
+        self.dispatcher.adapters[adapter.platform] = adapter
+
+    def start(self) -> None:
+        self.dispatcher.start()
+
+    async def settle(self, *adapters: Any) -> None:
+        """Run until the swarm rests: only humans (or nothing) can move it further."""
+        while True:
+            await self.swarm.join()
+            await self.dispatcher.drain()
+            prompted = [await a.prompts_done() for a in adapters if hasattr(a, "prompts_done")]
+            if not any(prompted) and not self.swarm.busy and not self.dispatcher.has_pending():
+                return
+
+    async def close(self) -> None:
+        await self.swarm.shutdown()
+        await self.dispatcher.stop()
+        if self.memory is not None:
+            self.memory.flush()
+        self.db.close()

@@ -1,0 +1,1 @@
+"""The swarm: objectives, plans, steps, manager, workers, critic, engine and LLM layer."""

@@ -1,0 +1,208 @@
+"""The eager DAG engine: a step starts the moment its dependencies finish; no supersteps."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import select
+
+from swarm.audit import audit
+from swarm.events import ApprovalRequested
+from swarm.models import Approval, Objective, Step
+from swarm.outbox import emit
+from swarm.states import TERMINAL_STEP, ApprovalState, ObjectiveState, StepState
+from swarm.steps import StepRunner, set_step
+
+if TYPE_CHECKING:
+    from swarm.service import Swarm
+
+log = logging.getLogger(__name__)
+_BLOCKED = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
+
+
+class Executor(Protocol):
+    """Runs one step to a resting state. In-process now; a queue-backed one plugs in later."""
+
+    async def run_step(self, objective_id: int, step_id: int) -> StepState: ...
+
+
+class InProcessExecutor:
+    def __init__(self, runner: StepRunner) -> None:
+        self.runner = runner
+
+    async def run_step(self, objective_id: int, step_id: int) -> StepState:
+        return await self.runner.run(objective_id, step_id)
+
+
+@dataclass
+class _Node:
+    id: int
+    key: str
+    role: str
+    state: StepState
+    deps: list[str]
+    needs_approval: bool
+
+
+@dataclass
+class _Drive:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    reload: bool = True
+    task: asyncio.Task[None] | None = None
+    in_flight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    nodes: dict[int, _Node] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, swarm: Swarm, executor: Executor | None = None) -> None:
+        self.swarm = swarm
+        self.executor = executor or InProcessExecutor(StepRunner(swarm))
+        self._global = asyncio.Semaphore(swarm.settings.max_concurrent_steps)
+        self._drives: dict[int, _Drive] = {}
+
+    def poke(self, objective_id: int) -> None:
+        """Something changed outside the driver (approval, answer, pause...): look again."""
+        drive = self._drives.get(objective_id)
+        if drive is None or drive.task is None or drive.task.done():
+            drive = self._drives[objective_id] = _Drive()
+            drive.task = asyncio.get_running_loop().create_task(self._drive(objective_id, drive))
+        drive.reload = True
+        drive.wake.set()
+
+    def cancel(self, objective_id: int) -> None:
+        drive = self._drives.get(objective_id)
+        if drive is not None:
+            for task in drive.in_flight.values():
+                task.cancel()
+            drive.reload = True
+            drive.wake.set()
+
+    @property
+    def busy(self) -> bool:
+        return any(d.task and not d.task.done() for d in self._drives.values())
+
+    async def join(self) -> None:
+        """Wait for every driver to come to rest (tests, the console, shutdown)."""
+        while tasks := [d.task for d in self._drives.values() if d.task and not d.task.done()]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        for drive in self._drives.values():
+            for task in drive.in_flight.values():
+                task.cancel()
+            if drive.task:
+                drive.task.cancel()
+        await asyncio.gather(*(d.task for d in self._drives.values() if d.task),
+                             return_exceptions=True)
+
+    def _load(self, objective_id: int) -> tuple[ObjectiveState, dict[int, _Node]]:
+        with self.swarm.db.read() as s:
+            obj = s.get(Objective, objective_id)
+            assert obj is not None
+            rows = s.execute(select(Step.id, Step.key, Step.role, Step.state, Step.depends_on,
+                                    Step.needs_approval)
+                             .where(Step.objective_id == objective_id,
+                                    Step.plan_version == obj.plan_version))
+            nodes = {r.id: _Node(r.id, r.key, r.role, StepState(r.state), list(r.depends_on),
+                                 r.needs_approval) for r in rows}
+            return ObjectiveState(obj.state), nodes
+
+    async def _drive(self, objective_id: int, drive: _Drive) -> None:
+        state = ObjectiveState.RUNNING
+        limit = self.swarm.settings.max_concurrent_steps_per_objective
+        try:
+            while True:
+                if drive.reload:
+                    drive.reload = False
+                    state, drive.nodes = self._load(objective_id)
+                nodes = drive.nodes
+                if state == ObjectiveState.RUNNING:
+                    for node in self._advance(objective_id, nodes):
+                        if len(drive.in_flight) >= limit:
+                            break
+                        if node.id in drive.in_flight:
+                            continue
+                        drive.in_flight[node.id] = asyncio.create_task(
+                            self._run(objective_id, node.id, drive))
+                    if not drive.in_flight and all(n.state in TERMINAL_STEP
+                                                   for n in nodes.values()):
+                        self.swarm.finish_objective(objective_id)
+                        return
+                if not drive.in_flight and not self._runnable(state, nodes):
+                    return  # at rest: waiting for humans, paused, or ended
+                await drive.wake.wait()
+                drive.wake.clear()
+        finally:
+            if self._drives.get(objective_id) is drive and not drive.in_flight:
+                self._drives.pop(objective_id, None)
+
+    @staticmethod
+    def _runnable(state: ObjectiveState, nodes: dict[int, _Node]) -> bool:
+        return state == ObjectiveState.RUNNING and any(
+            n.state in (StepState.PENDING, StepState.READY) for n in nodes.values())
+
+    async def _run(self, objective_id: int, step_id: int, drive: _Drive) -> None:
+        state: StepState | None = None
+        try:
+            async with self._global:
+                state = await self.executor.run_step(objective_id, step_id)
+        except asyncio.CancelledError:
+            state = StepState.CANCELLED
+            raise
+        except Exception:
+            log.exception("engine.step_crashed objective=%s step=%s", objective_id, step_id)
+            drive.reload = True
+        finally:
+            # drive.nodes may have been reloaded meanwhile: update whatever is current
+            if state is not None and (node := drive.nodes.get(step_id)) is not None:
+                node.state = state
+            drive.in_flight.pop(step_id, None)
+            drive.wake.set()
+
+    def _advance(self, objective_id: int, nodes: dict[int, _Node]) -> list[_Node]:
+        """Skip what can never run, ask approval where needed; return the steps to start."""
+        by_key = {n.key: n for n in nodes.values()}
+        roles = self.swarm.roles
+        start, ask, skip = [], [], []
+        for node in nodes.values():
+            if node.state not in (StepState.PENDING, StepState.READY):
+                continue
+            deps = [by_key[k].state for k in node.deps]
+            if any(d in _BLOCKED for d in deps):
+                skip.append(node)
+            elif all(d == StepState.FINISHED for d in deps):
+                if node.state == StepState.PENDING and (node.needs_approval
+                                                        or roles[node.role].risky):
+                    ask.append(node)
+                else:
+                    start.append(node)
+        if skip or ask:
+            self._mark(objective_id, skip, ask)
+        return start
+
+    def _mark(self, objective_id: int, skip: list[_Node], ask: list[_Node]) -> None:
+        with self.swarm.db.tx() as s:
+            obj = s.get(Objective, objective_id)
+            assert obj is not None
+            for node in skip:
+                step = s.get(Step, node.id)
+                assert step is not None
+                set_step(step, StepState.SKIPPED)
+                step.error = "skipped: a step it depends on did not finish"
+                node.state = StepState.SKIPPED
+            for node in ask:
+                step = s.get(Step, node.id)
+                assert step is not None
+                set_step(step, StepState.AWAITING_APPROVAL)
+                approval = Approval(objective_id=obj.id, step_id=step.id, kind="step",
+                                    title=f"Run step '{step.title}' ({step.role})",
+                                    state=ApprovalState.PENDING)
+                s.add(approval)
+                s.flush()
+                emit(s, obj.thread, ApprovalRequested(obj.id, approval.id, "step", approval.title,
+                                                      step.id))
+                audit(s, "swarm", "approval.requested", obj.id, approval=approval.id,
+                      step=step.key)
+                node.state = StepState.AWAITING_APPROVAL

@@ -1,0 +1,151 @@
+"""Typed events from the swarm to the humans, written to the outbox with the state change."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    objective_id: int
+    progress: ClassVar[bool] = False  # progress events may be coalesced into one update
+
+    @property
+    def event_type(self) -> str:
+        return type(self).__name__
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    step_id: int
+    key: str
+    title: str
+    role: str
+    depends_on: list[str]
+    needs_approval: bool
+
+
+@dataclass(frozen=True)
+class ObjectiveAccepted(Event):
+    goal: str
+    requester: str
+
+
+@dataclass(frozen=True)
+class PlanProposed(Event):
+    approval_id: int
+    version: int
+    rationale: str
+    steps: list[PlannedStep]
+
+
+@dataclass(frozen=True)
+class ApprovalRequested(Event):
+    approval_id: int
+    kind: str  # plan | step | budget
+    title: str
+    step_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalDecided(Event):
+    approval_id: int
+    kind: str
+    title: str
+    approved: bool
+    user: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StepStarted(Event):
+    progress: ClassVar[bool] = True
+    step_id: int
+    title: str
+    role: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StepRevised(Event):
+    progress: ClassVar[bool] = True
+    step_id: int
+    title: str
+    attempt: int
+    critique: str
+
+
+@dataclass(frozen=True)
+class StepFinished(Event):
+    progress: ClassVar[bool] = True
+    step_id: int
+    title: str
+    role: str
+    output: str
+
+
+@dataclass(frozen=True)
+class StepFailed(Event):
+    progress: ClassVar[bool] = True
+    step_id: int
+    title: str
+    error: str
+
+
+@dataclass(frozen=True)
+class QuestionAsked(Event):
+    question_id: int
+    step_id: int
+    title: str
+    question: str
+
+
+@dataclass(frozen=True)
+class ObjectiveStateChanged(Event):
+    state: str
+    actor: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    title: str
+    role: str
+    state: str
+    output: str
+
+
+@dataclass(frozen=True)
+class ObjectiveFinished(Event):
+    state: str
+    summary: str
+    results: list[StepResult] = field(default_factory=list)
+    tokens: int = 0
+    cost: float = 0.0
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    text: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (ObjectiveAccepted, PlanProposed, ApprovalRequested, ApprovalDecided,
+                StepStarted, StepRevised, StepFinished, StepFailed, QuestionAsked,
+                ObjectiveStateChanged, ObjectiveFinished, Notice)
+}
+_NESTED: dict[str, type] = {"steps": PlannedStep, "results": StepResult}
+
+
+def event_from_payload(kind: str, payload: dict[str, Any]) -> Event:
+    cls = EVENT_TYPES[kind]
+    names = {f.name for f in fields(cls)}
+    values = {k: v for k, v in payload.items() if k in names}
+    for name, nested in _NESTED.items():
+        if name in values:
+            values[name] = [nested(**item) for item in values[name]]
+    return cls(**values)

@@ -1,0 +1,178 @@
+"""The offline rehearsal provider: a deterministic model registered with litellm.
+
+It answers from the text of the prompt alone, so the demo, the tests and the benchmarks run
+with no key and no network through the same litellm code path as a real provider.
+Behaviour a test or a demo can rely on:
+- a plan (response_format PlanSpec) of five steps derived from the goal; the goal marker
+  `[malformed-plan]` makes every plan cyclic, `[malformed-plan-once]` only the first one;
+- a step whose title starts with "Draft" comes back with a TODO on its first attempt, which
+  the critic (response_format CriticVerdict) rejects; `[reject-always]` in the goal keeps the
+  TODO on every attempt;
+- a step whose instructions say "Ask the humans" calls the ask_humans tool until an answer is
+  in its prompt;
+- `[latency:N]` anywhere in a prompt makes that call take N milliseconds instead of the
+  provider's default (a slow step, for rehearsals and benchmarks).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+import litellm
+from litellm import CustomLLM, ModelResponse
+from litellm.utils import custom_llm_setup
+
+PROVIDER = "offline"
+_MARKERS = ("OBJECTIVE", "GOAL", "STEP", "INSTRUCTIONS", "INPUTS FROM EARLIER STEPS",
+            "SHARED NOTES", "ANSWERS FROM THE HUMANS", "CRITIQUE OF YOUR LAST ATTEMPT",
+            "OUTPUT TO REVIEW", "MEMORY", "VALIDATION ERRORS", "TASK")
+_LATENCY = re.compile(r"\[latency:(\d+(?:\.\d+)?)\]")
+_SECTION = re.compile(r"^(%s):\s?" % "|".join(map(re.escape, _MARKERS)), re.MULTILINE)
+
+
+def sections(text: str) -> dict[str, str]:
+    """Split a prompt into its marked sections."""
+    found: dict[str, str] = {}
+    matches = list(_SECTION.finditer(text))
+    for m, nxt in zip(matches, matches[1:] + [None], strict=False):
+        end = nxt.start() if nxt else len(text)
+        found[m.group(1)] = text[m.end():end].strip()
+    return found
+
+
+def _words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def _subject(goal: str) -> str:
+    return re.sub(r"\[[a-z\-:0-9]+\]", "", goal).strip().rstrip(".") or "the objective"
+
+
+def make_plan(goal: str, repaired: bool) -> dict[str, Any]:
+    subject = _subject(goal)
+    ask = "ask" in goal.lower().split() or "?" in goal
+    steps = [
+        {"key": "s1", "title": "Research the context", "role": "researcher",
+         "instructions": f"Collect the facts, market data and constraints relevant to: {subject}.",
+         "depends_on": []},
+        {"key": "s2", "title": "Analyse audience and constraints", "role": "analyst",
+         "instructions": f"Identify the audience, channels, budget and success metrics for: "
+                         f"{subject}." + (" Ask the humans for the budget." if ask else ""),
+         "depends_on": []},
+        {"key": "s3", "title": "Draft the deliverable", "role": "writer",
+         "instructions": f"Write the main deliverable for: {subject}, using the research and "
+                         f"the analysis.", "depends_on": ["s1", "s2"]},
+        {"key": "s4", "title": "Review risks and compliance", "role": "security_reviewer",
+         "instructions": f"Review the draft for security, privacy and legal risks: {subject}.",
+         "depends_on": ["s3"]},
+        {"key": "s5", "title": "Prepare the rollout", "role": "developer",
+         "instructions": f"Prepare the rollout plan and the configuration to ship: {subject}.",
+         "depends_on": ["s3"], "needs_approval": True},
+    ]
+    broken = "[malformed-plan]" in goal or ("[malformed-plan-once]" in goal and not repaired)
+    if broken:
+        steps[0]["depends_on"] = ["s3"]  # a cycle: s1 -> s3 -> s1
+    return {"rationale": f"Research and analysis run in parallel, then the draft, then review "
+                         f"and rollout in parallel, for: {subject}.", "steps": steps}
+
+
+def critic_verdict(prompt: str) -> dict[str, Any]:
+    output = sections(prompt).get("OUTPUT TO REVIEW", "")
+    if "TODO" in output:
+        return {"approved": False,
+                "critique": "The output still contains a TODO placeholder; finish that part."}
+    return {"approved": True, "critique": "Complete and on target."}
+
+
+def worker_reply(prompt: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    s = sections(prompt)
+    tool_names = {t.get("function", {}).get("name") for t in tools}
+    answers = s.get("ANSWERS FROM THE HUMANS", "(none)")
+    if "Ask the humans" in s.get("INSTRUCTIONS", "") and answers == "(none)" \
+            and "ask_humans" in tool_names:
+        call = {"id": "call_ask_1", "type": "function",
+                "function": {"name": "ask_humans",
+                             "arguments": json.dumps({"question": "What budget should we plan "
+                                                                  "for?"})}}
+        return {"role": "assistant", "content": None, "tool_calls": [call]}
+    title, goal = s.get("STEP", "the step"), _subject(s.get("OBJECTIVE", ""))
+    inputs = [line[2:].split(":", 1)[0] for line in s.get("INPUTS FROM EARLIER STEPS", "")
+              .splitlines() if line.startswith("- ")]
+    body = [f"## {title}", f"For: {goal}."]
+    if inputs:
+        body.append("Builds on: " + ", ".join(inputs) + ".")
+    if answers != "(none)":
+        body.append(f"Taking into account the team's answer: {answers}")
+    body += [f"1. {s.get('INSTRUCTIONS', '').split('.')[0]}.",
+             "2. Key findings and decisions are listed with their reasons.",
+             "3. Next actions, owners and a date for each."]
+    revising = s.get("CRITIQUE OF YOUR LAST ATTEMPT", "(none)") != "(none)"
+    if title.startswith("Draft") and (not revising or "[reject-always]" in s.get("OBJECTIVE", "")):
+        body.append("TODO: localise the call to action.")
+    elif revising:
+        body.append("Revised after review: every placeholder is filled in.")
+    return {"role": "assistant", "content": "\n".join(body)}
+
+
+class OfflineProvider(CustomLLM):
+    """litellm custom provider `offline/...`; `latency_s` is slept per call (like a network)."""
+
+    def __init__(self, latency_s: float = 0.0) -> None:
+        super().__init__()
+        self.latency_s = latency_s
+
+    def respond(self, messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> dict:
+        prompt = "\n".join(str(m.get("content") or "") for m in messages)
+        fmt = (optional_params.get("response_format") or {}).get("json_schema", {}).get("name")
+        if fmt == "PlanSpec":
+            goal = sections(prompt).get("GOAL", "")
+            plan = make_plan(goal, repaired="VALIDATION ERRORS" in prompt)
+            return {"role": "assistant", "content": json.dumps(plan)}
+        if fmt == "CriticVerdict":
+            return {"role": "assistant", "content": json.dumps(critic_verdict(prompt))}
+        user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        reply = worker_reply(str(user.get("content") or ""), optional_params.get("tools") or [])
+        if any(m.get("role") == "tool" for m in messages) and reply.get("tool_calls"):
+            reply = {"role": "assistant", "content": "Waiting for the humans' answer."}
+        return reply
+
+    def latency_for(self, messages: list[dict[str, Any]]) -> float:
+        for m in messages:
+            if (found := _LATENCY.search(str(m.get("content") or ""))) is not None:
+                return float(found.group(1)) / 1000
+        return self.latency_s
+
+    async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+        if (latency := self.latency_for(messages)) > 0:
+            await asyncio.sleep(latency)
+        message = self.respond(messages, kwargs.get("optional_params") or {})
+        prompt_tokens = sum(_words(str(m.get("content") or "")) for m in messages)
+        completion_tokens = _words(message.get("content") or json.dumps(message.get("tool_calls")))
+        return ModelResponse(
+            model=model, created=int(time.time()),
+            choices=[{"index": 0, "message": message,
+                      "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+            usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                   "total_tokens": prompt_tokens + completion_tokens})
+
+    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(self.acompletion(model, messages, *args, **kwargs))
+
+
+_provider = OfflineProvider()
+
+
+def register(latency_s: float) -> OfflineProvider:
+    """Register the provider with litellm once; later calls only change its latency."""
+    _provider.latency_s = latency_s
+    if not any(p.get("provider") == PROVIDER for p in litellm.custom_provider_map):
+        litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": _provider})
+        custom_llm_setup()
+        litellm.register_model({"offline/rehearsal": {
+            "litellm_provider": PROVIDER, "mode": "chat", "max_tokens": 8192,
+            "input_cost_per_token": 0.15e-6, "output_cost_per_token": 0.60e-6,
+            "cache_read_input_token_cost": 0.075e-6, "cache_creation_input_token_cost": 0.15e-6}})
+    return _provider

@@ -1,0 +1,102 @@
+"""The manager: goal (+ recalled memory) -> a validated plan DAG, re-asked when invalid."""
+from __future__ import annotations
+
+import logging
+
+from pydantic import BaseModel, Field
+
+from swarm.llm import LLM, CallContext, StructuredOutputError
+from swarm.prompts import render
+from swarm.roles import Role
+
+log = logging.getLogger(__name__)
+
+
+class StepSpec(BaseModel):
+    key: str = Field(description="short unique id, e.g. s1")
+    title: str
+    role: str
+    instructions: str
+    depends_on: list[str] = Field(default_factory=list)
+    needs_approval: bool = False
+
+
+class PlanSpec(BaseModel):
+    rationale: str
+    steps: list[StepSpec]
+
+
+class PlanError(RuntimeError):
+    """The manager could not produce a valid plan; the message says why, for the thread."""
+
+
+def validate_plan(plan: PlanSpec, roles: dict[str, Role], max_steps: int) -> list[str]:
+    errors: list[str] = []
+    if not 1 <= len(plan.steps) <= max_steps:
+        errors.append(f"a plan needs between 1 and {max_steps} steps, not {len(plan.steps)}")
+    keys = [s.key for s in plan.steps]
+    if len(set(keys)) != len(keys):
+        errors.append("step keys must be unique")
+    plannable = {name for name, r in roles.items() if r.plannable}
+    for s in plan.steps:
+        if s.role not in plannable:
+            errors.append(f"step {s.key}: unknown role {s.role!r} (use one of "
+                          f"{', '.join(sorted(plannable))})")
+        for dep in s.depends_on:
+            if dep not in keys:
+                errors.append(f"step {s.key}: depends on unknown step {dep!r}")
+            elif dep == s.key:
+                errors.append(f"step {s.key}: depends on itself")
+    if not errors and (cycle := find_cycle(plan)):
+        errors.append("the dependencies form a cycle: " + " -> ".join(cycle))
+    return errors
+
+
+def find_cycle(plan: PlanSpec) -> list[str] | None:
+    deps = {s.key: s.depends_on for s in plan.steps}
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    path: list[str] = []
+
+    def visit(key: str) -> list[str] | None:
+        state[key] = 1
+        path.append(key)
+        for dep in deps[key]:
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[key] = 2
+        return None
+
+    for key in deps:
+        if key not in state and (found := visit(key)):
+            return found
+    return None
+
+
+async def make_plan(llm: LLM, goal: str, roles: dict[str, Role], memories: list[str],
+                    ctx: CallContext, *, max_steps: int, repair_attempts: int) -> PlanSpec:
+    role_lines = "\n".join(f"- {r.name}: {r.description}" for r in roles.values() if r.plannable)
+    memory = "\n".join(f"- {m}" for m in memories) or "(none)"
+    messages = [
+        {"role": "system", "content": render("planner_system", roles=role_lines,
+                                             max_steps=max_steps)},
+        {"role": "user", "content": render("planner_user", goal=goal, memory=memory)},
+    ]
+    errors: list[str] = []
+    for attempt in range(repair_attempts + 1):
+        try:
+            plan = await llm.structured("planner", messages, PlanSpec, ctx)
+            errors = validate_plan(plan, roles, max_steps)
+            answer = plan.model_dump_json()
+        except StructuredOutputError as exc:
+            errors, answer = exc.errors, "(unparseable)"
+        if not errors:
+            return plan
+        log.info("planner.invalid_plan attempt=%d errors=%d", attempt + 1, len(errors))
+        messages += [{"role": "assistant", "content": answer},
+                     {"role": "user", "content": render("planner_repair",
+                                                        errors="\n".join(errors))}]
+    raise PlanError(f"The manager could not produce a valid plan after {repair_attempts + 1} "
+                    f"attempts: {'; '.join(errors)}")

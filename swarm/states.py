@@ -1,0 +1,78 @@
+"""Objective, step and run states, and the one function that allows a transition."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ObjectiveState(StrEnum):
+    PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    READY = "ready"
+    RUNNING = "running"
+    WAITING_HUMAN = "waiting_human"
+    FINISHED = "finished"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    WAITING = "waiting"
+    ABANDONED = "abandoned"
+
+
+class ApprovalState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+O, S, R = ObjectiveState, StepState, RunState
+TERMINAL_OBJECTIVE = frozenset({O.FINISHED, O.FAILED, O.CANCELLED})
+TERMINAL_STEP = frozenset({S.FINISHED, S.FAILED, S.SKIPPED, S.CANCELLED})
+
+_ALLOWED: dict[type, dict[str, frozenset[str]]] = {
+    ObjectiveState: {
+        O.PLANNING: frozenset({O.AWAITING_APPROVAL, O.FAILED, O.CANCELLED}),
+        O.AWAITING_APPROVAL: frozenset({O.RUNNING, O.CANCELLED, O.PLANNING}),
+        O.RUNNING: frozenset({O.PAUSED, O.FINISHED, O.FAILED, O.CANCELLED, O.PLANNING}),
+        O.PAUSED: frozenset({O.RUNNING, O.CANCELLED}),
+    },
+    StepState: {
+        S.PENDING: frozenset({S.AWAITING_APPROVAL, S.READY, S.RUNNING, S.SKIPPED, S.CANCELLED}),
+        S.AWAITING_APPROVAL: frozenset({S.READY, S.SKIPPED, S.CANCELLED}),
+        S.READY: frozenset({S.RUNNING, S.CANCELLED}),
+        S.RUNNING: frozenset({S.FINISHED, S.FAILED, S.WAITING_HUMAN, S.READY, S.CANCELLED}),
+        S.WAITING_HUMAN: frozenset({S.READY, S.CANCELLED}),
+    },
+    RunState: {
+        R.RUNNING: frozenset({R.ACCEPTED, R.REJECTED, R.FAILED, R.WAITING, R.ABANDONED}),
+    },
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: code tried a transition the state machine forbids."""
+
+
+def check_transition(current: StrEnum, new: StrEnum) -> None:
+    """Raise IllegalTransition unless current -> new is allowed for its kind of state."""
+    if current == new:
+        return
+    allowed = _ALLOWED[type(current)].get(current, frozenset())
+    if new not in allowed:
+        raise IllegalTransition(f"{type(current).__name__}: {current} -> {new}")

@@ -1,0 +1,67 @@
+"""Read models: what status commands and progress messages show of an objective."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from swarm.models import LLMCall, Objective, Step, ThreadRef, utcnow
+
+
+@dataclass(frozen=True)
+class StepView:
+    id: int
+    key: str
+    title: str
+    role: str
+    state: str
+    attempts: int
+    depends_on: list[str]
+    output: str | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class ObjectiveView:
+    id: int
+    goal: str
+    state: str
+    reason: str | None
+    requester: str
+    thread: ThreadRef
+    created_at: datetime
+    finished_at: datetime | None
+    steps: list[StepView]
+    tokens: int
+    cost: float
+    summary: str | None
+
+    @property
+    def elapsed_s(self) -> float:
+        return ((self.finished_at or utcnow()) - self.created_at).total_seconds()
+
+
+def objective_view(s: Session, obj: Objective) -> ObjectiveView:
+    steps = s.scalars(select(Step).where(Step.objective_id == obj.id,
+                                         Step.plan_version == obj.plan_version)
+                      .order_by(Step.position))
+    tokens, cost = s.execute(
+        select(func.coalesce(func.sum(LLMCall.prompt_tokens + LLMCall.completion_tokens), 0),
+               func.coalesce(func.sum(LLMCall.cost), 0.0))
+        .where(LLMCall.objective_id == obj.id)).one()
+    return ObjectiveView(
+        obj.id, obj.goal, obj.state, obj.state_reason, obj.requester, obj.thread,
+        obj.created_at, obj.finished_at,
+        [StepView(st.id, st.key, st.title, st.role, st.state, st.attempts, list(st.depends_on),
+                  st.output, st.error, st.started_at, st.finished_at) for st in steps],
+        int(tokens), float(cost), obj.summary)

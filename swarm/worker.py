@@ -1,0 +1,81 @@
+"""Workers and the critic: one step's attempt, and the review of its output."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from swarm.llm import LLM, CallContext, LLMError
+from swarm.prompts import render
+from swarm.roles import Role
+from swarm.tools import NeedsHumans, ToolContext, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepBrief:
+    """Everything a worker sees of its step."""
+
+    goal: str
+    title: str
+    instructions: str
+    inputs: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    answers: list[tuple[str, str]] = field(default_factory=list)
+    critique: str | None = None
+
+    def prompt(self) -> str:
+        return render(
+            "worker_user", goal=self.goal, title=self.title, instructions=self.instructions,
+            inputs="\n".join(f"- {t}: {o}" for t, o in self.inputs) or "(none)",
+            notes="\n".join(f"- {n}" for n in self.notes) or "(none)",
+            answers="\n".join(f"Q: {q}\nA: {a}" for q, a in self.answers) or "(none)",
+            critique=self.critique or "(none)")
+
+
+@dataclass
+class WorkerResult:
+    output: str | None = None
+    question: str | None = None
+
+
+async def run_worker(llm: LLM, role: Role, brief: StepBrief, tools: ToolRegistry,
+                     tool_ctx: ToolContext, ctx: CallContext, max_rounds: int) -> WorkerResult:
+    messages = [{"role": "system", "content": role.system_prompt},
+                {"role": "user", "content": brief.prompt()}]
+    schemas = tools.schemas(role.tools)
+    for _ in range(max_rounds):
+        reply = await llm.complete(role.tier, messages, ctx, tools=schemas or None)
+        if not reply.tool_calls:
+            return WorkerResult(output=reply.content)
+        messages.append(reply.message)
+        for call in reply.tool_calls:
+            try:
+                result = await tools.call(call.name, tool_ctx, call.arguments)
+            except NeedsHumans as ask:
+                return WorkerResult(question=ask.question)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    reply = await llm.complete(role.tier, messages, ctx)  # out of tool rounds: answer now
+    return WorkerResult(output=reply.content)
+
+
+class CriticVerdict(BaseModel):
+    approved: bool
+    critique: str
+
+
+async def review(llm: LLM, critic: Role, brief: StepBrief, output: str,
+                 ctx: CallContext) -> CriticVerdict:
+    messages = [{"role": "system", "content": critic.system_prompt},
+                {"role": "user", "content": render("critic_user", goal=brief.goal,
+                                                   title=brief.title,
+                                                   instructions=brief.instructions,
+                                                   output=output)}]
+    try:
+        return await llm.structured(critic.tier, messages, CriticVerdict, ctx)
+    except LLMError as exc:
+        # A critic outage must not throw away good work: accept, and say it was not reviewed.
+        log.warning("critic.unavailable error=%s", exc)
+        return CriticVerdict(approved=True, critique=f"(not reviewed: {exc})")

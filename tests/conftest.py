@@ -1,0 +1,70 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when it answers) and a swarm."""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from swarm.config import Settings  # noqa: E402
+from swarm.db import Database  # noqa: E402
+from swarm.service import Swarm  # noqa: E402
+
+PG_URL = os.environ.get("THREADSWARM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_schema_url() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL; skipped without a server, failed under CI."""
+    try:
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {PG_URL} does not answer under CI: {exc}")
+        pytest.skip(f"PostgreSQL at {PG_URL} does not answer: {type(exc).__name__}")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f"create schema {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"drop schema {schema} cascade"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Store and engine tests run on both databases."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'threadswarm.db'}"
+    else:
+        yield from _pg_schema_url()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    return f"sqlite:///{tmp_path / 'threadswarm.db'}"
+
+
+def make_settings(tmp_path, url: str, **overrides: object) -> Settings:  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {"data_dir": tmp_path, "database_url": url,
+                                 "offline_latency_ms": 20.0, "memory_enabled": False}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def swarm(tmp_path, db_url: str) -> AsyncIterator[Swarm]:  # type: ignore[no-untyped-def]
+    db = Database.connect(db_url)
+    sw = Swarm(make_settings(tmp_path, db_url), db)
+    yield sw
+    await sw.shutdown()
+    db.close()
