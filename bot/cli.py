@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from rich.console import Console
 
+from bot import serve
 from bot.console.adapter import ConsoleAdapter
 from bot.console.render import status_table
 from bot.runtime import Runtime, configure_logging
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit)
+    serve.register(sub)
     return parser
 
 

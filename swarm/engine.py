@@ -130,18 +130,13 @@ class Engine:
                                                    for n in nodes.values()):
                         self.swarm.finish_objective(objective_id)
                         return
-                if not drive.in_flight and not self._runnable(state, nodes):
-                    return  # at rest: waiting for humans, paused, or ended
+                if not drive.in_flight:
+                    return  # at rest: only an approval, an answer or a resume moves it now
                 await drive.wake.wait()
                 drive.wake.clear()
         finally:
             if self._drives.get(objective_id) is drive and not drive.in_flight:
                 self._drives.pop(objective_id, None)
-
-    @staticmethod
-    def _runnable(state: ObjectiveState, nodes: dict[int, _Node]) -> bool:
-        return state == ObjectiveState.RUNNING and any(
-            n.state in (StepState.PENDING, StepState.READY) for n in nodes.values())
 
     async def _run(self, objective_id: int, step_id: int, drive: _Drive) -> None:
         state: StepState | None = None

@@ -58,6 +58,7 @@ class ApprovalDecided(Event):
     approved: bool
     user: str
     reason: str | None = None
+    decided_at: str | None = None  # ISO 8601, UTC
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the map at import
+import litellm
+from pydantic import BaseModel, ValidationError
 
-import litellm  # noqa: E402
-from pydantic import BaseModel, ValidationError  # noqa: E402
-
-from swarm import offline  # noqa: E402
-from swarm.config import Settings  # noqa: E402
-from swarm.models import LLMCall  # noqa: E402
+from swarm import offline
+from swarm.config import Settings
+from swarm.models import LLMCall
 
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True

@@ -30,7 +30,7 @@ _MARKERS = ("OBJECTIVE", "GOAL", "STEP", "INSTRUCTIONS", "INPUTS FROM EARLIER ST
             "SHARED NOTES", "ANSWERS FROM THE HUMANS", "CRITIQUE OF YOUR LAST ATTEMPT",
             "OUTPUT TO REVIEW", "MEMORY", "VALIDATION ERRORS", "TASK")
 _LATENCY = re.compile(r"\[latency:(\d+(?:\.\d+)?)\]")
-_SECTION = re.compile(r"^(%s):\s?" % "|".join(map(re.escape, _MARKERS)), re.MULTILINE)
+_SECTION = re.compile(r"^({}):\s?".format("|".join(map(re.escape, _MARKERS))), re.MULTILINE)
 
 
 def sections(text: str) -> dict[str, str]:

@@ -14,17 +14,40 @@ from swarm.audit import audit
 from swarm.config import Settings
 from swarm.db import Database
 from swarm.engine import Engine, Executor
-from swarm.events import (ApprovalDecided, Notice, ObjectiveAccepted, ObjectiveFinished,
-                          ObjectiveStateChanged, PlannedStep, PlanProposed, StepResult)
+from swarm.events import (
+    ApprovalDecided,
+    Notice,
+    ObjectiveAccepted,
+    ObjectiveFinished,
+    ObjectiveStateChanged,
+    PlannedStep,
+    PlanProposed,
+    StepResult,
+)
 from swarm.llm import LLM, CallContext, LLMError
-from swarm.models import (Approval, InboundEvent, Note, Objective, Question, Step, StepRun,
-                          ThreadRef, utcnow)
+from swarm.models import (
+    Approval,
+    InboundEvent,
+    Note,
+    Objective,
+    Question,
+    Step,
+    StepRun,
+    ThreadRef,
+    utcnow,
+)
 from swarm.outbox import emit
 from swarm.planner import PlanError, PlanSpec, make_plan
 from swarm.redact import redact
 from swarm.roles import Role, load_roles
-from swarm.states import (TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState,
-                          StepState, check_transition)
+from swarm.states import (
+    TERMINAL_OBJECTIVE,
+    ApprovalState,
+    ObjectiveState,
+    RunState,
+    StepState,
+    check_transition,
+)
 from swarm.tools import ToolRegistry, default_tools
 from swarm.views import ObjectiveView, objective_view
 
@@ -208,7 +231,7 @@ class Swarm:
                                max_steps=self.settings.max_plan_steps,
                                repair_attempts=self.settings.plan_repair_attempts)
 
-    def may_approve(self, obj: Objective, user: str) -> bool:
+    def may_approve(self, obj: Objective | ObjectiveView, user: str) -> bool:
         return user == obj.requester or user in self.settings.approvers \
             or "*" in self.settings.approvers
 
@@ -229,9 +252,11 @@ class Swarm:
             if obj.state in TERMINAL_OBJECTIVE:
                 return Decision(False, f"This objective is already {obj.state}.")
             approval.state = ApprovalState.APPROVED if approve else ApprovalState.REJECTED
-            approval.decided_by, approval.decided_at, approval.reason = user, utcnow(), reason
+            now = utcnow()
+            approval.decided_by, approval.decided_at, approval.reason = user, now, reason
             emit(s, obj.thread, ApprovalDecided(obj.id, approval.id, approval.kind,
-                                                approval.title, approve, user, reason))
+                                                approval.title, approve, user, reason,
+                                                now.isoformat()))
             audit(s, user, "approval.decided", obj.id, approval=approval.id, kind=approval.kind,
                   approved=approve, reason=reason)
             self._apply_decision(s, obj, approval, approve, user)

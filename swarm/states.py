@@ -41,16 +41,16 @@ class ApprovalState(StrEnum):
     REJECTED = "rejected"
 
 
-O, S, R = ObjectiveState, StepState, RunState
-TERMINAL_OBJECTIVE = frozenset({O.FINISHED, O.FAILED, O.CANCELLED})
+Ob, S, R = ObjectiveState, StepState, RunState
+TERMINAL_OBJECTIVE = frozenset({Ob.FINISHED, Ob.FAILED, Ob.CANCELLED})
 TERMINAL_STEP = frozenset({S.FINISHED, S.FAILED, S.SKIPPED, S.CANCELLED})
 
 _ALLOWED: dict[type, dict[str, frozenset[str]]] = {
     ObjectiveState: {
-        O.PLANNING: frozenset({O.AWAITING_APPROVAL, O.FAILED, O.CANCELLED}),
-        O.AWAITING_APPROVAL: frozenset({O.RUNNING, O.CANCELLED, O.PLANNING}),
-        O.RUNNING: frozenset({O.PAUSED, O.FINISHED, O.FAILED, O.CANCELLED, O.PLANNING}),
-        O.PAUSED: frozenset({O.RUNNING, O.CANCELLED}),
+        Ob.PLANNING: frozenset({Ob.AWAITING_APPROVAL, Ob.FAILED, Ob.CANCELLED}),
+        Ob.AWAITING_APPROVAL: frozenset({Ob.RUNNING, Ob.CANCELLED, Ob.PLANNING}),
+        Ob.RUNNING: frozenset({Ob.PAUSED, Ob.FINISHED, Ob.FAILED, Ob.CANCELLED, Ob.PLANNING}),
+        Ob.PAUSED: frozenset({Ob.RUNNING, Ob.CANCELLED}),
     },
     StepState: {
         S.PENDING: frozenset({S.AWAITING_APPROVAL, S.READY, S.RUNNING, S.SKIPPED, S.CANCELLED}),

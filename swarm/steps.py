@@ -1,4 +1,4 @@
-"""One step's execution: claim, work, review, revise, and record; each transition committed first."""
+"""One step's execution: claim, work, review, revise, record; each transition committed first."""
 from __future__ import annotations
 
 import logging

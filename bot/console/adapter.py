@@ -10,9 +10,21 @@ from rich.console import Console
 from rich.panel import Panel
 
 from bot.console.render import plan_table, progress_line
-from swarm.events import (ApprovalDecided, ApprovalRequested, Event, Notice, ObjectiveAccepted,
-                          ObjectiveFinished, ObjectiveStateChanged, PlanProposed, QuestionAsked,
-                          StepFailed, StepFinished, StepRevised, StepStarted)
+from swarm.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    Notice,
+    ObjectiveAccepted,
+    ObjectiveFinished,
+    ObjectiveStateChanged,
+    PlanProposed,
+    QuestionAsked,
+    StepFailed,
+    StepFinished,
+    StepRevised,
+    StepStarted,
+)
 from swarm.models import ThreadRef
 from swarm.service import Swarm
 

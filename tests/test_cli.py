@@ -1,0 +1,68 @@
+"""The console commands as a user runs them: run, status, resume, audit verify."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bot import cli
+
+Capture = pytest.CaptureFixture[str]
+
+
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture,
+         *args: str, stdin: str = "") -> tuple[int, str]:
+    monkeypatch.setenv("THREADSWARM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("THREADSWARM_OFFLINE_LATENCY_MS", "5")
+    monkeypatch.setenv("THREADSWARM_MEMORY_ENABLED", "false")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    monkeypatch.setattr(cli, "console", Console(width=160, force_terminal=False))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(list(args))
+    return int(exited.value.code or 0), capsys.readouterr().out
+
+
+def test_run_with_yes_shows_plan_approvals_progress_and_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
+    code, text = _run(tmp_path, monkeypatch, capsys, "run", "--yes",
+                      "Launch a localized campaign for our SaaS in Japan")
+    assert code == 0
+    assert "offline rehearsal model" in text
+    assert "Plan v1" in text and "security_reviewer" in text
+    assert "auto-approved (--yes): plan v1" in text
+    assert "approval needed: Run step 'Prepare the rollout'" in text
+    assert "critic sent back 'Draft the deliverable'" in text
+    assert "5/5 done" in text
+    assert "Objective #1 finished" in text
+
+    code, text = _run(tmp_path, monkeypatch, capsys, "status")
+    assert "#1 (finished) 5/5 steps" in text
+    code, text = _run(tmp_path, monkeypatch, capsys, "status", "1")
+    assert "Draft the deliverable" in text and "finished" in text
+    code, text = _run(tmp_path, monkeypatch, capsys, "audit", "verify")
+    assert code == 0 and text.startswith("Audit chain intact")
+
+
+def test_answering_no_at_the_prompt_rejects_the_plan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
+    code, text = _run(tmp_path, monkeypatch, capsys, "run", "Write a press release", stdin="n\n")
+    assert code == 1
+    assert "Rejected by you." in text and "cancelled" in text
+
+
+def test_no_answer_at_the_prompt_leaves_the_approval_open_for_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
+    code, text = _run(tmp_path, monkeypatch, capsys, "run", "Write a press release")
+    assert code == 0
+    assert "the approval stays open" in text and "awaiting_approval" in text
+    code, text = _run(tmp_path, monkeypatch, capsys, "resume", "--yes")
+    assert code == 0 and "Objective #1 finished" in text
+
+
+def test_status_of_an_unknown_objective_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
+    code, text = _run(tmp_path, monkeypatch, capsys, "status", "42")
+    assert code == 1 and "There is no objective #42." in text
