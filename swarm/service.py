@@ -156,7 +156,7 @@ class Swarm:
     # -- the neutral contract: in ----------------------------------------------------------
     async def start_objective(self, goal: str, thread: ThreadRef, requester: str,
                               event_key: str) -> Started:
-        goal = goal.strip()
+        goal = redact(goal.strip())  # a secret in a goal would reach models, chat and memory
         if not goal:
             raise UserError("Tell me a goal, e.g. “@threadswarm launch our SaaS in Japan”.")
         with self.db.read() as s:

@@ -1,0 +1,1 @@
+"""Scheduled jobs (APScheduler): grounding checks, digests, reminders, recurring objectives."""
