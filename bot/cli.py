@@ -29,7 +29,7 @@ def _banner(rt: Runtime) -> None:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    rt = Runtime(settings, memory=not args.no_memory)
+    rt = Runtime(settings, memory=False if args.no_memory else None)
     adapter = ConsoleAdapter(rt.swarm, console, auto_approve=args.yes, user=args.user)
     rt.add_adapter(adapter)
     _banner(rt)
@@ -45,7 +45,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
-    rt = Runtime(settings, memory=not args.no_memory)
+    rt = Runtime(settings, memory=False if args.no_memory else None)
     adapter = ConsoleAdapter(rt.swarm, console, auto_approve=args.yes, user=args.user)
     rt.add_adapter(adapter)
     _banner(rt)
