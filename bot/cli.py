@@ -28,12 +28,18 @@ def _banner(rt: Runtime) -> None:
                       "THREADSWARM_MODEL (e.g. gpt-4o-mini) for a real model.[/]")
 
 
-async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+def _console_runtime(args: argparse.Namespace, settings: Settings
+                     ) -> tuple[Runtime, ConsoleAdapter]:
     rt = Runtime(settings, memory=False if args.no_memory else None)
     adapter = ConsoleAdapter(rt.swarm, console, auto_approve=args.yes, user=args.user)
     rt.add_adapter(adapter)
     _banner(rt)
     rt.start()
+    return rt, adapter
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    rt, adapter = _console_runtime(args, settings)
     try:
         key = uuid.uuid4().hex
         thread = ThreadRef("console", args.team, "console", key)
@@ -45,11 +51,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
-    rt = Runtime(settings, memory=False if args.no_memory else None)
-    adapter = ConsoleAdapter(rt.swarm, console, auto_approve=args.yes, user=args.user)
-    rt.add_adapter(adapter)
-    _banner(rt)
-    rt.start()
+    rt, adapter = _console_runtime(args, settings)
     try:
         ids = await rt.swarm.recover()
         if not ids:
