@@ -6,16 +6,20 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from rich.console import Console
 
 from bot import serve
 from bot.console.adapter import ConsoleAdapter
-from bot.console.render import status_table
+from bot.console.render import spend_table, spend_text, status_table
 from bot.runtime import Runtime, configure_logging
 from swarm.audit import verify_chain
+from swarm.budget import Ceiling, objective_key, team_key
 from swarm.config import Settings
-from swarm.models import ThreadRef
+from swarm.faults import DEMO_FAULTS, FaultPlan, FaultSpecError
+from swarm.models import ThreadRef, utcnow
+from swarm.spend import daily_spend, month_key, month_start, team_spend
 from swarm.states import ObjectiveState
 
 console = Console()
@@ -38,7 +42,28 @@ def _console_runtime(args: argparse.Namespace, settings: Settings
     return rt, adapter
 
 
+def _inject_faults(spec: str, settings: Settings) -> bool:
+    """--inject-faults: make the offline model fail now and then, to watch the recovery."""
+    try:
+        plan = FaultPlan.parse(spec)
+    except FaultSpecError as exc:
+        console.print(f"[red]--inject-faults: {exc}.[/]")
+        return False
+    settings.offline_faults = spec
+    if not any(settings.model_for(t).startswith("offline/") for t in ("planner", "worker",
+                                                                       "fast")):
+        console.print("[yellow]--inject-faults only affects the offline model, and no tier "
+                      "uses it.[/]")
+    console.print(f"[yellow]Injecting faults into the offline model ({plan.describe()}, seed "
+                  f"{settings.offline_fault_seed}): watch the retries, fallbacks and the "
+                  f"troubleshooter.[/]")
+    return True
+
+
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.inject_faults and not _inject_faults(settings.offline_faults or DEMO_FAULTS,
+                                                 settings):
+        return 2
     rt, adapter = _console_runtime(args, settings)
     try:
         key = uuid.uuid4().hex
@@ -77,13 +102,32 @@ def _report(rt: Runtime, ids: list[int]) -> int:
         view = rt.swarm.view(oid)
         if view is None:
             continue
-        console.print(status_table(view))
+        console.print(status_table(view, _ceiling(rt, oid)))
         if view.state in (ObjectiveState.FAILED, ObjectiveState.CANCELLED):
             code = 1
         elif view.state != ObjectiveState.FINISHED:
             console.print(f"Objective #{oid} is {view.state} and waits for a human; "
                           f"`threadswarm resume` continues it.")
     return code
+
+
+def _ceiling(rt: Runtime, objective_id: int) -> Ceiling:
+    budget = rt.swarm.budget
+    with rt.db.read() as s:
+        return budget.ceiling(s, objective_key(objective_id), budget.objective_default)
+
+
+def _spend_report(rt: Runtime, days: int) -> None:
+    now, budget = utcnow(), rt.swarm.budget
+    with rt.db.read() as s:
+        per_day = daily_spend(s, now - timedelta(days=days))
+        months = {team: (team_spend(s, team, month_start(now)),
+                         budget.ceiling(s, team_key(team, month_key(now)), budget.team_default))
+                  for team in sorted({d.team_id for d in per_day})}
+    if not per_day:
+        console.print(f"No model calls in the last {days} days.")
+        return
+    console.print(spend_table(per_day, months))
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,9 +138,14 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             if view is None:
                 console.print(f"There is no objective #{args.id}.")
                 return 1
-            console.print(status_table(view))
+            console.print(status_table(view, _ceiling(rt, args.id)))
             if view.summary:
                 console.print(view.summary)
+            return 0
+        if args.spend:
+            for v in rt.swarm.objectives(limit=args.limit):
+                console.print(f"#{v.id} ({v.state}) {spend_text(v.spend)} — {v.goal}")
+            _spend_report(rt, args.days)
             return 0
         views = rt.swarm.objectives(limit=args.limit)
         if not views:
@@ -139,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one objective in the console")
     run.add_argument("goal")
     run.add_argument("--team", default="local")
+    run.add_argument("--inject-faults", action="store_true",
+                     help="make the offline model fail now and then (rate limits, server "
+                          "errors, timeouts, invalid JSON, latency) to watch the recovery: "
+                          f"THREADSWARM_OFFLINE_FAULTS if set, else {DEMO_FAULTS!r}; the RNG "
+                          "seed is THREADSWARM_OFFLINE_FAULT_SEED")
     console_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -149,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="list objectives, or show one")
     status.add_argument("id", nargs="?", type=int)
     status.add_argument("--limit", type=int, default=20)
+    status.add_argument("--spend", action="store_true",
+                        help="tokens and cost per objective, per team and day, and each team's "
+                             "month against its monthly budget")
+    status.add_argument("--days", type=int, default=30, help="days shown by --spend")
     status.set_defaults(func=cmd_status)
 
     audit = sub.add_parser("audit", help="the audit log")

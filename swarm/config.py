@@ -27,6 +27,34 @@ class Settings(BaseSettings):
     offline_latency_ms: float = 250.0
     llm_timeout_s: float = 60.0
 
+    # Self-healing: ordered fallbacks per tier (`fallbacks` serves a tier without its own list),
+    # retries with backoff, and a cool-down that skips a model which keeps failing.
+    fallbacks: list[str] = []
+    planner_fallbacks: list[str] | None = None
+    worker_fallbacks: list[str] | None = None
+    fast_fallbacks: list[str] | None = None
+    model_api_bases: dict[str, str] = {}  # model -> OpenAI-compatible base URL
+    llm_retries: int = 2  # per model, on 429 (after Retry-After), 5xx, timeouts, lost connections
+    llm_allowed_fails: int = 3  # failures within llm_cooldown_s before a model is skipped
+    llm_cooldown_s: float = 30.0
+    llm_max_tokens: int = 4096  # the completion allowance of every call (and of its estimate)
+    structured_repair_attempts: int = 2  # re-asks per model when structured output is invalid
+    max_troubleshoots_per_step: int = 2
+    max_troubleshoots_per_objective: int = 4
+    max_replan_steps: int = 4
+
+    # Budgets: unset is unlimited. A call that would pass a ceiling pauses the objective and
+    # asks for approval; approving multiplies the ceiling that was hit by budget_raise_factor.
+    objective_budget_usd: float | None = None
+    objective_budget_tokens: int | None = None
+    team_monthly_budget_usd: float | None = None
+    team_monthly_budget_tokens: int | None = None
+    budget_raise_factor: float = 2.0
+
+    # Fault injection into the offline model, e.g. "429:0.2,500:0.1,timeout:0.05,bad_json:0.1"
+    offline_faults: str | None = None
+    offline_fault_seed: int = 1
+
     max_concurrent_steps: int = 16
     max_concurrent_steps_per_objective: int = 4
     max_plan_steps: int = 12
@@ -44,6 +72,13 @@ class Settings(BaseSettings):
         override = {"planner": self.planner_model, "worker": self.worker_model,
                     "fast": self.fast_model}.get(tier)
         return override or self.model
+
+    def models_for(self, tier: str) -> list[str]:
+        """The tier's primary model, then its fallbacks in order, each once."""
+        own = {"planner": self.planner_fallbacks, "worker": self.worker_fallbacks,
+               "fast": self.fast_fallbacks}.get(tier)
+        chain = [self.model_for(tier), *(self.fallbacks if own is None else own)]
+        return list(dict.fromkeys(m for m in chain if m))
 
     @property
     def url(self) -> str:

@@ -97,6 +97,33 @@ class StepFailed(Event):
 
 
 @dataclass(frozen=True)
+class CallRetried(Event):
+    """A model call is being recovered: retried, sent to a fallback model, or re-asked."""
+
+    progress: ClassVar[bool] = True
+    step_id: int | None
+    tier: str
+    model: str
+    problem: str  # e.g. "RateLimitError (429)", "invalid CriticVerdict: approved: ..."
+    action: str  # retry | fallback | re-ask
+    next_model: str
+
+
+@dataclass(frozen=True)
+class StepTroubleshot(Event):
+    """The troubleshooter's decision on a failed step, as it is applied."""
+
+    step_id: int
+    title: str
+    error: str
+    action: str  # retry | replan | ask_humans
+    reason: str
+    detail: str  # the new instructions, the replacing steps, or the question
+    intervention: int  # this step's n-th intervention
+    limit: int
+
+
+@dataclass(frozen=True)
 class QuestionAsked(Event):
     question_id: int
     step_id: int
@@ -137,7 +164,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (ObjectiveAccepted, PlanProposed, ApprovalRequested, ApprovalDecided,
                 StepStarted, StepRevised, StepFinished, StepFailed, QuestionAsked,
-                ObjectiveStateChanged, ObjectiveFinished, Notice)
+                ObjectiveStateChanged, ObjectiveFinished, Notice, CallRetried, StepTroubleshot)
 }
 _NESTED: dict[str, type] = {"steps": PlannedStep, "results": StepResult}
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
 import litellm
+from litellm.integrations.custom_logger import CustomLogger
 from pydantic import BaseModel, ValidationError
 
 from swarm import offline
+from swarm.budget import Budget
 from swarm.config import Settings
-from swarm.models import LLMCall
+from swarm.faults import FaultInjector, FaultPlan
+from swarm.models import LLMCall, utcnow
+from swarm.prompts import render
+from swarm.router import Chain, build_router, chains
 
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True
@@ -24,9 +32,10 @@ class LLMError(RuntimeError):
 
 
 class StructuredOutputError(LLMError):
-    def __init__(self, message: str, errors: list[str]) -> None:
+    def __init__(self, message: str, errors: list[str], attempts: int = 1) -> None:
         super().__init__(message)
         self.errors = errors
+        self.attempts = attempts
 
 
 @dataclass
@@ -45,7 +54,7 @@ class Completion:
 
 @dataclass
 class CallContext:
-    """Who a call is for; the layer appends one LLMCall row per call to `calls`."""
+    """Who a call is for; the layer appends one LLMCall row per attempt to `calls`."""
 
     objective_id: int | None = None
     step_id: int | None = None
@@ -53,10 +62,125 @@ class CallContext:
     calls: list[LLMCall] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """A call being recovered: shown live in the thread (the CallRetried event)."""
+
+    tier: str
+    model: str
+    problem: str
+    action: str  # retry | fallback | re-ask
+    next_model: str
+
+
+RecoveryListener = Callable[[CallContext, Recovery], None]
+
+
+@dataclass
+class _Attempt:
+    model: str
+    at: datetime
+    started: float = field(default_factory=time.perf_counter)
+    latency_ms: float | None = None
+    problem: str | None = None
+    ok: bool = False
+
+    def close(self) -> None:
+        if self.latency_ms is None:
+            self.latency_ms = (time.perf_counter() - self.started) * 1000
+
+
+@dataclass
+class _Call:
+    """The attempts of one logical call, filled in by litellm's hooks as the Router makes them."""
+
+    tier: str
+    ctx: CallContext
+    notify: Callable[[CallContext, Recovery], None]
+    attempts: list[_Attempt] = field(default_factory=list)
+
+    def start(self, model: str) -> None:
+        last = self.attempts[-1] if self.attempts else None
+        self.attempts.append(_Attempt(model, utcnow()))
+        if last is not None and not last.ok:
+            last.close()
+            self.notify(self.ctx, Recovery(self.tier, last.model, last.problem or "no answer",
+                                           "retry" if last.model == model else "fallback", model))
+
+    def failed(self, exc: BaseException) -> None:
+        if self.attempts:
+            self.attempts[-1].problem = describe(exc)
+            self.attempts[-1].close()
+
+    def succeeded(self) -> None:
+        if self.attempts:
+            self.attempts[-1].ok = True
+            self.attempts[-1].close()
+
+    def rows(self, response: Any, fallback_model: str) -> list[LLMCall]:
+        ctx, rows = self.ctx, []
+        if response is not None and not any(a.ok for a in self.attempts):
+            self.attempts.append(_Attempt(fallback_model, utcnow(), ok=True))  # no hook ran
+        for a in self.attempts:
+            a.close()
+            row = LLMCall(objective_id=ctx.objective_id, step_id=ctx.step_id, team_id=ctx.team_id,
+                          tier=self.tier, model=a.model, ok=a.ok, latency_ms=a.latency_ms,
+                          created_at=a.at, prompt_tokens=0, completion_tokens=0,
+                          cached_tokens=0, cost=0.0)
+            if a.ok and response is not None:
+                _usage(row, response)
+            else:
+                row.error = (a.problem or "no answer")[:500]
+            rows.append(row)
+        return rows
+
+
+_CURRENT: ContextVar[_Call | None] = ContextVar("threadswarm_llm_call", default=None)
+
+
+class _AttemptLog(CustomLogger):
+    """litellm calls these around every deployment attempt the Router makes, inline."""
+
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any],
+                                             call_type: Any) -> dict | None:
+        if (call := _CURRENT.get()) is not None:
+            call.start(str(kwargs.get("model")))
+        return None
+
+    async def async_post_call_failure_deployment_hook(self, request_data: Any, exception: Exception,
+                                                      call_type: Any,
+                                                      fallback_depth: int | None = None) -> None:
+        if (call := _CURRENT.get()) is not None:
+            call.failed(exception)
+
+    async def async_post_call_success_deployment_hook(self, request_data: dict, response: Any,
+                                                      call_type: Any) -> Any:
+        if (call := _CURRENT.get()) is not None:
+            call.succeeded()
+        return None
+
+
+_ATTEMPT_LOG = _AttemptLog()
+
+
+def describe(exc: BaseException) -> str:
+    """An error as a short, secret-free phrase: its type and HTTP status."""
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}" + (f" ({status})" if isinstance(status, int) else "")
+
+
 class LLM:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, budget: Budget | None = None) -> None:
         self.settings = settings
-        offline.register(settings.offline_latency_ms / 1000)
+        faults = (FaultInjector(FaultPlan.parse(settings.offline_faults),
+                                settings.offline_fault_seed) if settings.offline_faults else None)
+        offline.register(settings.offline_latency_ms / 1000, faults)
+        if _ATTEMPT_LOG not in litellm.callbacks:
+            litellm.callbacks.append(_ATTEMPT_LOG)
+        self.chains: dict[str, Chain] = chains(settings)
+        self.router = build_router(settings, self.chains)
+        self.budget = budget
+        self.on_recovery: RecoveryListener | None = None
 
     def model_for(self, tier: str) -> str:
         return self.settings.model_for(tier)
@@ -66,62 +190,119 @@ class LLM:
         return any(self.model_for(t).startswith(offline.PROVIDER + "/")
                    for t in ("planner", "worker", "fast"))
 
+    def close(self) -> None:
+        """Unhook the Router from litellm's global callbacks."""
+        self.router.discard()
+
     async def complete(self, tier: str, messages: list[dict[str, Any]], ctx: CallContext, *,
                        tools: list[dict[str, Any]] | None = None,
                        response_format: type[BaseModel] | None = None) -> Completion:
-        model = self.model_for(tier)
-        kwargs: dict[str, Any] = {"timeout": self.settings.llm_timeout_s}
+        """One call to the tier's model group; the Router retries and falls back."""
+        return await self._call(tier, self.chains[tier].groups[0], messages, ctx, tools=tools,
+                                response_format=response_format)
+
+    async def structured(self, tier: str, messages: list[dict[str, Any]], schema: type[T],
+                         ctx: CallContext, *,
+                         validate: Callable[[T], Iterable[str]] | None = None,
+                         repair_attempts: int | None = None) -> T:
+        """A call whose answer must parse as `schema` (and pass `validate`, if given). An invalid
+        answer is re-asked with its errors, up to `repair_attempts` times per model; then the
+        tier's next model gets the original question; then StructuredOutputError is raised."""
+        repairs = self.settings.structured_repair_attempts if repair_attempts is None \
+            else repair_attempts
+        groups = self.chains[tier].groups
+        errors: list[str] = []
+        made = 0
+        for g, group in enumerate(groups):
+            convo = list(messages)
+            for attempt in range(repairs + 1):
+                made += 1
+                completion = await self._call(tier, group, convo, ctx, response_format=schema)
+                try:
+                    value = schema.model_validate_json(_strip_fences(completion.content))
+                    errors = list(validate(value)) if validate else []
+                except ValidationError as exc:
+                    errors = [f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}"
+                              for e in exc.errors()[:10]]
+                if not errors:
+                    return value
+                model = self.chains[tier].model_of(group)
+                log.info("llm.invalid_structured tier=%s schema=%s model=%s attempt=%d errors=%d",
+                         tier, schema.__name__, model, attempt + 1, len(errors))
+                last = attempt == repairs
+                if last and g + 1 == len(groups):
+                    break
+                nxt = self.chains[tier].model_of(groups[g + 1]) if last else model
+                self._notify(ctx, Recovery(tier, model, f"invalid {schema.__name__}: {errors[0]}",
+                                           "fallback" if last else "re-ask", nxt))
+                convo += [{"role": "assistant", "content": completion.content[:4000]},
+                          {"role": "user", "content": render("structured_repair",
+                                                             schema=schema.__name__,
+                                                             errors="\n".join(errors))}]
+        raise StructuredOutputError(f"the {tier} model's answer was not a valid {schema.__name__} "
+                                    f"after {made} attempts", errors, made)
+
+    async def _call(self, tier: str, group: str, messages: list[dict[str, Any]], ctx: CallContext,
+                    *, tools: list[dict[str, Any]] | None = None,
+                    response_format: type[BaseModel] | None = None) -> Completion:
+        reach = self.chains[tier].from_group(group)
+        hold = self.budget.reserve(ctx, reach, messages, tools, response_format) \
+            if self.budget is not None else None  # raises BudgetExceeded: nothing is sent
+        kwargs: dict[str, Any] = {"max_tokens": self.settings.llm_max_tokens}
         if tools:
             kwargs["tools"] = tools
         if response_format is not None:
             kwargs["response_format"] = response_format
-        started = time.perf_counter()
+        call = _Call(tier, ctx, self._notify)
+        token = _CURRENT.set(call)
+        response: Any = None
         try:
-            response = await litellm.acompletion(model=model, messages=messages, **kwargs)
-        except Exception as exc:  # every provider error: record it, then say it plainly
-            ctx.calls.append(LLMCall(objective_id=ctx.objective_id, step_id=ctx.step_id,
-                                     team_id=ctx.team_id, tier=tier, model=model, ok=False,
-                                     error=f"{type(exc).__name__}: {exc}"[:500],
-                                     latency_ms=(time.perf_counter() - started) * 1000))
-            log.warning("llm.call_failed tier=%s model=%s error=%s", tier, model,
-                        type(exc).__name__)
-            raise LLMError(f"the {tier} model ({model}) failed: {type(exc).__name__}") from exc
-        ctx.calls.append(self._record(tier, model, response, ctx, started))
+            response = await self.router.acompletion(model=group, messages=cast(Any, messages),
+                                                     **kwargs)
+        except Exception as exc:  # every provider error, after the Router's retries and fallbacks
+            ctx.calls.extend(call.rows(None, reach[0]))
+            log.warning("llm.call_failed tier=%s models=%s error=%s", tier, ",".join(reach),
+                        describe(exc))
+            raise LLMError(f"the {tier} model ({' → '.join(reach)}) failed: "
+                           f"{describe(exc)}") from exc
+        finally:
+            _CURRENT.reset(token)
+            if response is None and self.budget is not None:
+                self.budget.release(hold)
+        rows = call.rows(response, reach[0])
+        ctx.calls.extend(rows)
+        if self.budget is not None:
+            self.budget.settle(hold, rows)
         msg = response.choices[0].message
         calls = [ToolCall(tc.id, tc.function.name, _arguments(tc.function.arguments))
                  for tc in (msg.tool_calls or [])]
         return Completion(content=msg.content or "", tool_calls=calls,
                           message=msg.model_dump(exclude_none=True))
 
-    async def structured(self, tier: str, messages: list[dict[str, Any]], schema: type[T],
-                         ctx: CallContext) -> T:
-        """One call whose answer must parse as `schema`; raises StructuredOutputError if not."""
-        completion = await self.complete(tier, messages, ctx, response_format=schema)
-        try:
-            return schema.model_validate_json(_strip_fences(completion.content))
-        except ValidationError as exc:
-            errors = [f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}"
-                      for e in exc.errors()[:10]]
-            raise StructuredOutputError(f"the {tier} model's answer was not a valid "
-                                        f"{schema.__name__}", errors) from exc
-
-    def _record(self, tier: str, model: str, response: Any, ctx: CallContext,
-                started: float) -> LLMCall:
-        usage = getattr(response, "usage", None)
-        prompt = getattr(usage, "prompt_tokens", 0) or 0
-        completion = getattr(usage, "completion_tokens", 0) or 0
-        details = getattr(usage, "prompt_tokens_details", None)
-        cached = getattr(details, "cached_tokens", 0) or 0
-        cost = (getattr(response, "_hidden_params", {}) or {}).get("response_cost")
-        if cost is None:
+    def _notify(self, ctx: CallContext, recovery: Recovery) -> None:
+        log.info("llm.recovering tier=%s model=%s problem=%s action=%s next=%s", recovery.tier,
+                 recovery.model, recovery.problem, recovery.action, recovery.next_model)
+        if self.on_recovery is not None:
             try:
-                cost = litellm.completion_cost(completion_response=response, model=model)
-            except Exception:  # a model with no price in the cost map costs what we cannot know
-                cost = 0.0
-        return LLMCall(objective_id=ctx.objective_id, step_id=ctx.step_id, team_id=ctx.team_id,
-                       tier=tier, model=model, prompt_tokens=prompt, completion_tokens=completion,
-                       cached_tokens=cached, cost=float(cost or 0.0),
-                       latency_ms=(time.perf_counter() - started) * 1000)
+                self.on_recovery(ctx, recovery)
+            except Exception:  # showing a retry must never break the call
+                log.exception("llm.recovery_listener_failed")
+
+
+def _usage(row: LLMCall, response: Any) -> None:
+    """Tokens as the provider reported them; cost from litellm's cost map."""
+    usage = getattr(response, "usage", None)
+    row.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+    row.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+    details = getattr(usage, "prompt_tokens_details", None)
+    row.cached_tokens = getattr(details, "cached_tokens", 0) or 0
+    cost = (getattr(response, "_hidden_params", {}) or {}).get("response_cost")
+    if cost is None:
+        try:
+            cost = litellm.completion_cost(completion_response=response, model=row.model)
+        except Exception:  # a model with no price in the cost map costs what we cannot know
+            cost = 0.0
+    row.cost = float(cost or 0.0)
 
 
 def _arguments(raw: str | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -103,7 +104,10 @@ class StepRun(Base):
 
 
 class LLMCall(Base):
+    """One attempt that reached a provider: tokens and cost as the provider reported them."""
+
     __tablename__ = "llm_calls"
+    __table_args__ = (Index("ix_llm_calls_team_created", "team_id", "created_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     objective_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
     step_id: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -117,6 +121,46 @@ class LLMCall(Base):
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Intervention(Base):
+    """A troubleshooter decision on a failed step: retry, replan or ask the humans."""
+
+    __tablename__ = "interventions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    objective_id: Mapped[int] = mapped_column(ForeignKey("objectives.id"), index=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer)  # the step's attempts when it was decided
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class BudgetCeiling(Base):
+    """An objective's or a team-month's own ceiling, once raised above the settings."""
+
+    __tablename__ = "budget_ceilings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)  # objective:12 | team:T1:2025-06
+    usd: Mapped[float | None] = mapped_column(Float, default=None)  # None: no ceiling
+    tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class BudgetRequest(Base):
+    """What approving a "budget" approval does: raise one ceiling, resume one objective."""
+
+    __tablename__ = "budget_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    approval_id: Mapped[int] = mapped_column(ForeignKey("approvals.id"), unique=True)
+    objective_id: Mapped[int] = mapped_column(ForeignKey("objectives.id"), index=True)
+    key: Mapped[str] = mapped_column(String(120))
+    usd: Mapped[float | None] = mapped_column(Float, default=None)  # the ceiling it proposes
+    tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    resume_to: Mapped[str] = mapped_column(String(32))  # planning | running
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -11,7 +11,15 @@ Behaviour a test or a demo can rely on:
 - a step whose instructions say "Ask the humans" calls the ask_humans tool until an answer is
   in its prompt;
 - `[latency:N]` anywhere in a prompt makes that call take N milliseconds instead of the
-  provider's default (a slow step, for rehearsals and benchmarks).
+  provider's default (a slow step, for rehearsals and benchmarks); past the call's timeout it
+  raises litellm.Timeout, as a real provider would;
+- the troubleshooter (response_format TroubleshootDecision) retries a failed step with new
+  instructions the first time, replaces it by two smaller steps the second time, and asks the
+  humans after that; `[troubleshoot:retry|replan|ask]` in the goal forces one action. Under
+  `[reject-always]` a Draft step still keeps its TODO after a retry, but not once split up or
+  once the humans have answered;
+- with a FaultInjector (THREADSWARM_OFFLINE_FAULTS) a call may raise litellm's RateLimitError,
+  InternalServerError or Timeout, be slow, or return invalid JSON to a structured call.
 """
 from __future__ import annotations
 
@@ -25,11 +33,15 @@ import litellm
 from litellm import CustomLLM, ModelResponse
 from litellm.utils import custom_llm_setup
 
+from swarm.faults import BAD_JSON, FaultInjector
+
 PROVIDER = "offline"
 _MARKERS = ("OBJECTIVE", "GOAL", "STEP", "INSTRUCTIONS", "INPUTS FROM EARLIER STEPS",
             "SHARED NOTES", "ANSWERS FROM THE HUMANS", "CRITIQUE OF YOUR LAST ATTEMPT",
-            "OUTPUT TO REVIEW", "MEMORY", "VALIDATION ERRORS", "TASK")
+            "OUTPUT TO REVIEW", "MEMORY", "VALIDATION ERRORS", "TASK", "ROLE", "ERROR",
+            "LAST OUTPUT", "EARLIER INTERVENTIONS", "ROLES")
 _LATENCY = re.compile(r"\[latency:(\d+(?:\.\d+)?)\]")
+_FORCED = re.compile(r"\[troubleshoot:(retry|replan|ask)\]")
 _SECTION = re.compile(r"^({}):\s?".format("|".join(map(re.escape, _MARKERS))), re.MULTILINE)
 
 
@@ -54,7 +66,7 @@ def _subject(goal: str) -> str:
 def make_plan(goal: str, repaired: bool) -> dict[str, Any]:
     subject = _subject(goal)
     ask = "ask" in goal.lower().split() or "?" in goal
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"key": "s1", "title": "Research the context", "role": "researcher",
          "instructions": f"Collect the facts, market data and constraints relevant to: {subject}.",
          "depends_on": []},
@@ -105,24 +117,59 @@ def worker_reply(prompt: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
     if inputs:
         body.append("Builds on: " + ", ".join(inputs) + ".")
     if answers != "(none)":
-        body.append(f"Taking into account the team's answer: {answers}")
+        said = " ".join(ln[3:] for ln in answers.splitlines() if ln.startswith("A: "))
+        body.append(f"Taking into account the team's answer: {said or answers}")
     body += [f"1. {s.get('INSTRUCTIONS', '').split('.')[0]}.",
              "2. Key findings and decisions are listed with their reasons.",
              "3. Next actions, owners and a date for each."]
     revising = s.get("CRITIQUE OF YOUR LAST ATTEMPT", "(none)") != "(none)"
-    if title.startswith("Draft") and (not revising or "[reject-always]" in s.get("OBJECTIVE", "")):
+    stuck = "[reject-always]" in s.get("OBJECTIVE", "") and answers == "(none)"
+    if title.startswith("Draft") and (not revising or stuck):
         body.append("TODO: localise the call to action.")
     elif revising:
         body.append("Revised after review: every placeholder is filled in.")
     return {"role": "assistant", "content": "\n".join(body)}
 
 
+def troubleshoot_decision(prompt: str) -> dict[str, Any]:
+    s = sections(prompt)
+    title, role = s.get("STEP", "the step")[:150], s.get("ROLE", "writer")
+    instructions, error = s.get("INSTRUCTIONS", ""), s.get("ERROR", "").split("\n")[0][:200]
+    earlier = [ln for ln in s.get("EARLIER INTERVENTIONS", "").splitlines() if ln.startswith("- ")]
+    forced = _FORCED.search(s.get("OBJECTIVE", ""))
+    action = forced.group(1) if forced else ("retry", "replan", "ask")[min(len(earlier), 2)]
+    decision: dict[str, Any] = {"action": action, "reason": "", "instructions": "", "steps": [],
+                                "question": ""}
+    if action == "retry":
+        decision["reason"] = "A fresh attempt with sharper instructions should get past this."
+        decision["instructions"] = (f"{instructions} Keep the output focused and complete: no "
+                                    f"TODO or placeholder may remain.")
+    elif action == "replan":
+        decision["reason"] = "The step failed again as a whole; two smaller steps are safer."
+        decision["steps"] = [
+            {"key": "a", "title": f"Outline — {title}", "role": role, "depends_on": [],
+             "instructions": f"Outline every part the step needs. The step: {instructions}"},
+            {"key": "b", "title": f"Complete — {title}", "role": role, "depends_on": ["a"],
+             "instructions": f"Write each outlined part in full. The step: {instructions}"}]
+    else:
+        decision["action"] = "ask_humans"
+        decision["reason"] = "Only the team can say how to unblock this step."
+        decision["question"] = (f"'{title}' keeps failing ({error}). What should it contain, "
+                                f"or should we drop it?")
+    return decision
+
+
+def _seconds(timeout: Any) -> float | None:
+    return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None
+
+
 class OfflineProvider(CustomLLM):
     """litellm custom provider `offline/...`; `latency_s` is slept per call (like a network)."""
 
-    def __init__(self, latency_s: float = 0.0) -> None:
+    def __init__(self, latency_s: float = 0.0, faults: FaultInjector | None = None) -> None:
         super().__init__()
         self.latency_s = latency_s
+        self.faults = faults
 
     def respond(self, messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> dict:
         prompt = "\n".join(str(m.get("content") or "") for m in messages)
@@ -133,7 +180,10 @@ class OfflineProvider(CustomLLM):
             return {"role": "assistant", "content": json.dumps(plan)}
         if fmt == "CriticVerdict":
             return {"role": "assistant", "content": json.dumps(critic_verdict(prompt))}
-        user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        if fmt == "TroubleshootDecision":
+            return {"role": "assistant", "content": json.dumps(troubleshoot_decision(prompt))}
+        user: dict[str, Any] = next(
+            (m for m in reversed(messages) if m.get("role") == "user"), {})
         reply = worker_reply(str(user.get("content") or ""), optional_params.get("tools") or [])
         if any(m.get("role") == "tool" for m in messages) and reply.get("tool_calls"):
             reply = {"role": "assistant", "content": "Waiting for the humans' answer."}
@@ -146,9 +196,18 @@ class OfflineProvider(CustomLLM):
         return self.latency_s
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+        timeout = _seconds(kwargs.get("timeout"))
+        fault = await self.faults.before_call(model, timeout) if self.faults else None
         if (latency := self.latency_for(messages)) > 0:
+            if timeout is not None and latency > timeout:
+                await asyncio.sleep(timeout)
+                raise litellm.Timeout(f"no answer within {timeout}s", model=model,
+                                      llm_provider=PROVIDER)
             await asyncio.sleep(latency)
-        message = self.respond(messages, kwargs.get("optional_params") or {})
+        params = kwargs.get("optional_params") or {}
+        message = self.respond(messages, params)
+        if fault == "bad_json" and params.get("response_format"):
+            message = {"role": "assistant", "content": BAD_JSON}
         prompt_tokens = sum(_words(str(m.get("content") or "")) for m in messages)
         completion_tokens = _words(message.get("content") or json.dumps(message.get("tool_calls")))
         return ModelResponse(
@@ -165,9 +224,9 @@ class OfflineProvider(CustomLLM):
 _provider = OfflineProvider()
 
 
-def register(latency_s: float) -> OfflineProvider:
-    """Register the provider with litellm once; later calls only change its latency."""
-    _provider.latency_s = latency_s
+def register(latency_s: float, faults: FaultInjector | None = None) -> OfflineProvider:
+    """Register the provider with litellm once; later calls only change latency and faults."""
+    _provider.latency_s, _provider.faults = latency_s, faults
     if not any(p.get("provider") == PROVIDER for p in litellm.custom_provider_map):
         litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": _provider})
         custom_llm_setup()

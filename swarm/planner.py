@@ -84,19 +84,10 @@ async def make_plan(llm: LLM, goal: str, roles: dict[str, Role], memories: list[
                                              max_steps=max_steps)},
         {"role": "user", "content": render("planner_user", goal=goal, memory=memory)},
     ]
-    errors: list[str] = []
-    for attempt in range(repair_attempts + 1):
-        try:
-            plan = await llm.structured("planner", messages, PlanSpec, ctx)
-            errors = validate_plan(plan, roles, max_steps)
-            answer = plan.model_dump_json()
-        except StructuredOutputError as exc:
-            errors, answer = exc.errors, "(unparseable)"
-        if not errors:
-            return plan
-        log.info("planner.invalid_plan attempt=%d errors=%d", attempt + 1, len(errors))
-        messages += [{"role": "assistant", "content": answer},
-                     {"role": "user", "content": render("planner_repair",
-                                                        errors="\n".join(errors))}]
-    raise PlanError(f"The manager could not produce a valid plan after {repair_attempts + 1} "
-                    f"attempts: {'; '.join(errors)}")
+    try:
+        return await llm.structured("planner", messages, PlanSpec, ctx,
+                                    validate=lambda plan: validate_plan(plan, roles, max_steps),
+                                    repair_attempts=repair_attempts)
+    except StructuredOutputError as exc:
+        raise PlanError(f"The manager could not produce a valid plan after {exc.attempts} "
+                        f"attempts: {'; '.join(exc.errors)}") from exc

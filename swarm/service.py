@@ -11,11 +11,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from swarm.audit import audit
+from swarm.budget import Budget, BudgetExceeded
 from swarm.config import Settings
 from swarm.db import Database
 from swarm.engine import Engine, Executor
 from swarm.events import (
     ApprovalDecided,
+    ApprovalRequested,
+    CallRetried,
     Notice,
     ObjectiveAccepted,
     ObjectiveFinished,
@@ -24,7 +27,7 @@ from swarm.events import (
     PlanProposed,
     StepResult,
 )
-from swarm.llm import LLM, CallContext, LLMError
+from swarm.llm import LLM, CallContext, LLMError, Recovery
 from swarm.models import (
     Approval,
     InboundEvent,
@@ -97,7 +100,9 @@ class Swarm:
                  planner: Planner | None = None) -> None:
         self.settings, self.db = settings, db
         self.planner = planner or self._manager_plan
-        self.llm = llm or LLM(settings)
+        self.budget = Budget(settings, db)
+        self.llm = llm or LLM(settings, self.budget)
+        self.llm.on_recovery = self._show_recovery
         self.memory = memory
         self.roles = roles or load_roles(settings.roles_file)
         self.tools = tools or default_tools()
@@ -127,6 +132,7 @@ class Swarm:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.llm.close()
 
     # -- memory ------------------------------------------------------------------------------
     async def recall_texts(self, team: str, query: str, k: int) -> list[str]:
@@ -179,6 +185,8 @@ class Swarm:
                 seen = s.scalar(select(InboundEvent.objective_id)
                                 .where(InboundEvent.event_key == event_key))
             return Started(int(seen or 0), duplicate=True)
+        self.remember_later(thread.team_id, f"Goal set by {requester}: {goal}", "goal", obj.id,
+                            requester)
         self._spawn(self._plan(obj.id))
         return Started(obj.id, duplicate=False)
 
@@ -191,6 +199,14 @@ class Swarm:
         ctx = CallContext(objective_id, None, team)
         try:
             plan = await self.planner(goal, memories, ctx)
+        except BudgetExceeded as exc:
+            with self.db.tx() as s:
+                s.add_all(ctx.calls)
+                obj = s.get(Objective, objective_id)
+                assert obj is not None
+                if obj.state == ObjectiveState.PLANNING:
+                    self.hold_for_budget(s, obj, exc)
+            return
         except (PlanError, LLMError) as exc:
             with self.db.tx() as s:
                 s.add_all(ctx.calls)
@@ -279,6 +295,8 @@ class Swarm:
                                     "plan", obj.id, user)
             else:
                 self._end(s, obj, ObjectiveState.CANCELLED, f"The plan was rejected by {user}.")
+        elif approval.kind == "budget":
+            self._decide_budget(s, obj, approval, approve, user)
         elif approval.kind == "step" and approval.step_id is not None:
             step = s.get(Step, approval.step_id)
             check_transition(StepState(step.state),
@@ -334,6 +352,9 @@ class Swarm:
                 return Decision(False, f"There is no objective #{objective_id}.")
             if obj.state != want:
                 return Decision(False, f"Objective #{objective_id} is {obj.state}, not {want}.")
+            if to == ObjectiveState.RUNNING and obj.plan_version == 0:
+                to = ObjectiveState.PLANNING  # it was paused (for budget) while planning
+                self._spawn(self._plan(objective_id))
             set_objective(obj, to, f"{'Paused' if to == ObjectiveState.PAUSED else 'Resumed'} "
                                    f"by {user}.")
             emit(s, obj.thread, ObjectiveStateChanged(obj.id, to, user, obj.state_reason))
@@ -342,11 +363,66 @@ class Swarm:
         self.engine.poke(objective_id)
         return Decision(True, f"Objective #{objective_id} {to}.")
 
+    # -- budgets and recovery ---------------------------------------------------------------
+    def hold_for_budget(self, s: Any, obj: Objective, exc: BudgetExceeded) -> None:
+        """Pause `obj` before a call that would pass a ceiling and ask to raise it (once)."""
+        if obj.state not in (ObjectiveState.RUNNING, ObjectiveState.PLANNING):
+            return  # already paused, or ended, meanwhile
+        resume_to = obj.state
+        set_objective(obj, ObjectiveState.PAUSED, f"Paused at its budget: {exc}.")
+        emit(s, obj.thread, ObjectiveStateChanged(obj.id, ObjectiveState.PAUSED, "budget",
+                                                  obj.state_reason))
+        waiting = s.scalar(select(Approval.id).where(Approval.objective_id == obj.id,
+                                                     Approval.kind == "budget",
+                                                     Approval.state == ApprovalState.PENDING))
+        if waiting is None:
+            approval = Approval(objective_id=obj.id, kind="budget", state=ApprovalState.PENDING,
+                                title="")
+            s.add(approval)
+            s.flush()
+            proposed = self.budget.request_raise(s, exc, obj.id, approval.id, resume_to)
+            approval.title = (f"Raise the budget of {exc.label} from {exc.ceiling.show()} to "
+                              f"{proposed.show()} ({exc.used.show()} spent or in flight; the "
+                              f"next call needs about {exc.estimate.show()})")
+            emit(s, obj.thread, ApprovalRequested(obj.id, approval.id, "budget", approval.title))
+        audit(s, "budget", "budget.exceeded", obj.id, scope=exc.scope, key=exc.key,
+              ceiling_usd=exc.ceiling.usd, ceiling_tokens=exc.ceiling.tokens,
+              used_usd=exc.used.usd, used_tokens=exc.used.tokens,
+              estimate_usd=exc.estimate.usd, estimate_tokens=exc.estimate.tokens)
+        log.info("objective.paused_for_budget objective=%s key=%s", obj.id, exc.key)
+
+    def _decide_budget(self, s: Any, obj: Objective, approval: Approval, approve: bool,
+                       user: str) -> None:
+        if not approve:
+            self._end(s, obj, ObjectiveState.CANCELLED,
+                      f"Stopped at its budget: {user} did not approve raising it.")
+            self.engine.cancel(obj.id)  # a parallel step may still be in flight
+            return
+        request = self.budget.apply_raise(s, approval.id)
+        if obj.state == ObjectiveState.PAUSED:
+            to = ObjectiveState(request.resume_to) if request else ObjectiveState.RUNNING
+            set_objective(obj, to, f"Budget raised by {user}.")
+            emit(s, obj.thread, ObjectiveStateChanged(obj.id, to, user, obj.state_reason))
+            if to == ObjectiveState.PLANNING:
+                self._spawn(self._plan(obj.id))
+
+    def _show_recovery(self, ctx: CallContext, recovery: Recovery) -> None:
+        """A retry, a fallback or a re-ask, shown live in the objective's thread."""
+        if ctx.objective_id is None:
+            return
+        with self.db.tx() as s:
+            obj = s.get(Objective, ctx.objective_id)
+            if obj is None:
+                return
+            emit(s, obj.thread, CallRetried(obj.id, ctx.step_id, recovery.tier, recovery.model,
+                                            recovery.problem, recovery.action,
+                                            recovery.next_model))
+
     def _end(self, s: Any, obj: Objective, state: ObjectiveState, summary: str) -> None:
         s.execute(update(Step).where(Step.objective_id == obj.id,
                                      Step.state.not_in([st.value for st in (
                                          StepState.FINISHED, StepState.FAILED,
-                                         StepState.SKIPPED)]))
+                                         StepState.SKIPPED, StepState.REPLACED)]))
                   .values(state=StepState.CANCELLED))
         s.execute(update(StepRun).where(StepRun.objective_id == obj.id,
                                         StepRun.state == RunState.RUNNING)

@@ -24,6 +24,7 @@ class StepState(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    REPLACED = "replaced"  # by a troubleshooter's sub-plan; its dependents were rewired
 
 
 class RunState(StrEnum):
@@ -43,20 +44,21 @@ class ApprovalState(StrEnum):
 
 Ob, S, R = ObjectiveState, StepState, RunState
 TERMINAL_OBJECTIVE = frozenset({Ob.FINISHED, Ob.FAILED, Ob.CANCELLED})
-TERMINAL_STEP = frozenset({S.FINISHED, S.FAILED, S.SKIPPED, S.CANCELLED})
+TERMINAL_STEP = frozenset({S.FINISHED, S.FAILED, S.SKIPPED, S.CANCELLED, S.REPLACED})
 
 _ALLOWED: dict[type, dict[str, frozenset[str]]] = {
     ObjectiveState: {
-        Ob.PLANNING: frozenset({Ob.AWAITING_APPROVAL, Ob.FAILED, Ob.CANCELLED}),
+        Ob.PLANNING: frozenset({Ob.AWAITING_APPROVAL, Ob.PAUSED, Ob.FAILED, Ob.CANCELLED}),
         Ob.AWAITING_APPROVAL: frozenset({Ob.RUNNING, Ob.CANCELLED, Ob.PLANNING}),
         Ob.RUNNING: frozenset({Ob.PAUSED, Ob.FINISHED, Ob.FAILED, Ob.CANCELLED, Ob.PLANNING}),
-        Ob.PAUSED: frozenset({Ob.RUNNING, Ob.CANCELLED}),
+        Ob.PAUSED: frozenset({Ob.RUNNING, Ob.PLANNING, Ob.CANCELLED}),
     },
     StepState: {
         S.PENDING: frozenset({S.AWAITING_APPROVAL, S.READY, S.RUNNING, S.SKIPPED, S.CANCELLED}),
         S.AWAITING_APPROVAL: frozenset({S.READY, S.SKIPPED, S.CANCELLED}),
         S.READY: frozenset({S.RUNNING, S.CANCELLED}),
-        S.RUNNING: frozenset({S.FINISHED, S.FAILED, S.WAITING_HUMAN, S.READY, S.CANCELLED}),
+        S.RUNNING: frozenset({S.FINISHED, S.FAILED, S.WAITING_HUMAN, S.READY, S.CANCELLED,
+                              S.REPLACED}),
         S.WAITING_HUMAN: frozenset({S.READY, S.CANCELLED}),
     },
     RunState: {

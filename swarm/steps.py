@@ -2,16 +2,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from swarm import troubleshooter
 from swarm.audit import audit
-from swarm.events import QuestionAsked, StepFailed, StepFinished, StepRevised, StepStarted
+from swarm.budget import BudgetExceeded
+from swarm.events import (
+    QuestionAsked,
+    StepFailed,
+    StepFinished,
+    StepRevised,
+    StepStarted,
+    StepTroubleshot,
+)
 from swarm.llm import CallContext, LLMError
-from swarm.models import Note, Objective, Question, Step, StepRun, utcnow
+from swarm.models import Intervention, Note, Objective, Question, Step, StepRun, ThreadRef, utcnow
 from swarm.outbox import emit
 from swarm.states import ObjectiveState, RunState, StepState, check_transition
 from swarm.tools import ToolContext
@@ -31,6 +41,7 @@ class Claim:
     role: str
     brief: StepBrief
     team_id: str
+    thread: ThreadRef  # carried, so later transactions need not load the objective again
 
 
 def set_step(step: Step, state: StepState) -> None:
@@ -77,21 +88,26 @@ class StepRunner:
             s.flush()
             emit(s, obj.thread, StepStarted(obj.id, step.id, step.title, step.role, step.attempts))
             return Claim(step.id, run.id, step.attempts, step.role,
-                         self._brief(s, obj, step), obj.team_id)
+                         self._brief(s, obj, step), obj.team_id, obj.thread)
 
     def _brief(self, s: Session, obj: Objective, step: Step) -> StepBrief:
-        deps = s.scalars(select(Step).where(Step.objective_id == obj.id,
+        deps: Iterable[Step] = s.scalars(select(Step).where(Step.objective_id == obj.id,
                                             Step.plan_version == step.plan_version,
-                                            Step.key.in_(step.depends_on or [])))
+                                            Step.key.in_(step.depends_on))) \
+            if step.depends_on else []
         notes = s.scalars(select(Note.text).where(Note.objective_id == obj.id).order_by(Note.id))
-        answers = s.execute(select(Question.text, Question.answer).where(
-            Question.step_id == step.id, Question.answer.is_not(None)).order_by(Question.id))
-        last = s.scalars(select(StepRun.critique).where(
-            StepRun.step_id == step.id, StepRun.state == RunState.REJECTED)
-            .order_by(StepRun.id.desc()).limit(1)).first()
+        answers: list[tuple[str, str]] = []
+        last: str | None = None
+        if step.attempts > 1:  # a first attempt has asked nothing and been rejected by no one
+            answered = s.execute(select(Question.text, Question.answer).where(
+                Question.step_id == step.id, Question.answer.is_not(None)).order_by(Question.id))
+            answers = [(q, a or "") for q, a in answered]
+            last = s.scalars(select(StepRun.critique).where(
+                StepRun.step_id == step.id, StepRun.state == RunState.REJECTED)
+                .order_by(StepRun.id.desc()).limit(1)).first()
         return StepBrief(goal=obj.goal, title=step.title, instructions=step.instructions,
                          inputs=[(d.title, d.output or "") for d in deps], notes=list(notes),
-                         answers=[(q, a) for q, a in answers], critique=last)
+                         answers=answers, critique=last)
 
     async def run(self, objective_id: int, step_id: int) -> StepState:
         claim = self._claim(objective_id, step_id)
@@ -99,11 +115,12 @@ class StepRunner:
             return claim
         sw = self.swarm
         role = sw.roles[claim.role]
-        ctx = CallContext(objective_id, step_id, claim.team_id)
-        tool_ctx = ToolContext(objective_id, step_id, claim.team_id,
-                               recall=lambda q, k: sw.recall_texts(claim.team_id, q, k),
+        team, role_name = claim.team_id, claim.role
+        ctx = CallContext(objective_id, step_id, team)
+        tool_ctx = ToolContext(objective_id, step_id, team,
+                               recall=lambda q, k: sw.recall_texts(team, q, k),
                                add_note=lambda text: sw.add_note(objective_id, step_id,
-                                                                 claim.role, text))
+                                                                 role_name, text))
         while True:
             try:
                 result = await run_worker(sw.llm, role, claim.brief, sw.tools, tool_ctx, ctx,
@@ -112,14 +129,17 @@ class StepRunner:
                     return self._wait_for_humans(claim, result.question, ctx)
                 output = result.output or ""
                 verdict = await review(sw.llm, sw.roles["critic"], claim.brief, output, ctx)
+            except BudgetExceeded as exc:
+                return self._hold_for_budget(claim, exc, ctx)
             except LLMError as exc:
-                return self._fail(claim, str(exc), ctx)
+                return await self._troubleshoot(claim, str(exc), ctx)
             if verdict.approved:
                 return self._finish(claim, output, verdict.critique, ctx)
-            if claim.attempt > sw.settings.max_revisions:
-                return self._fail(claim, f"rejected by the critic after {claim.attempt} "
-                                         f"attempts: {verdict.critique}", ctx, output=output,
-                                  critique=verdict.critique)
+            if claim.attempt > sw.settings.max_revisions and \
+                    claim.attempt > sw.settings.max_revisions + self._revision_base(claim):
+                return await self._troubleshoot(
+                    claim, f"rejected by the critic after {claim.attempt} attempts: "
+                           f"{verdict.critique}", ctx, output=output, critique=verdict.critique)
             claim = self._revise(claim, output, verdict.critique, ctx)
 
     def _revise(self, claim: Claim, output: str, critique: str, ctx: CallContext) -> Claim:
@@ -134,13 +154,13 @@ class StepRunner:
                           state=RunState.RUNNING)
             s.add(nxt)
             s.flush()
-            obj = s.get(Objective, step.objective_id)
-            assert obj is not None
-            emit(s, obj.thread, StepRevised(obj.id, step.id, step.title, step.attempts, critique))
+            emit(s, claim.thread, StepRevised(step.objective_id, step.id, step.title,
+                                              step.attempts, critique))
         self.swarm.remember_later(claim.team_id, f"Critic on '{step.title}': {critique}",
                                   "critique", step.objective_id)
         claim.brief.critique = critique
-        return Claim(claim.step_id, nxt.id, step.attempts, claim.role, claim.brief, claim.team_id)
+        return Claim(claim.step_id, nxt.id, step.attempts, claim.role, claim.brief, claim.team_id,
+                     claim.thread)
 
     def _finish(self, claim: Claim, output: str, critique: str, ctx: CallContext) -> StepState:
         with self.swarm.db.tx() as s:
@@ -151,9 +171,8 @@ class StepRunner:
             _book(s, run, ctx)
             set_step(step, StepState.FINISHED)
             step.output, step.finished_at = output, utcnow()
-            obj = s.get(Objective, step.objective_id)
-            assert obj is not None
-            emit(s, obj.thread, StepFinished(obj.id, step.id, step.title, step.role, output))
+            emit(s, claim.thread, StepFinished(step.objective_id, step.id, step.title, step.role,
+                                               output))
         return StepState.FINISHED
 
     def _fail(self, claim: Claim, error: str, ctx: CallContext, output: str | None = None,
@@ -168,10 +187,8 @@ class StepRunner:
             _book(s, run, ctx)
             set_step(step, StepState.FAILED)
             step.error, step.finished_at = error, utcnow()
-            obj = s.get(Objective, step.objective_id)
-            assert obj is not None
-            emit(s, obj.thread, StepFailed(obj.id, step.id, step.title, error))
-            audit(s, "swarm", "step.failed", obj.id, step=step.key, error=error)
+            emit(s, claim.thread, StepFailed(step.objective_id, step.id, step.title, error))
+            audit(s, "swarm", "step.failed", step.objective_id, step=step.key, error=error)
         log.info("step.failed objective=%s step=%s", step.objective_id, step.id)
         return StepState.FAILED
 
@@ -185,8 +202,107 @@ class StepRunner:
             q = Question(objective_id=step.objective_id, step_id=step.id, text=question)
             s.add(q)
             s.flush()
+            emit(s, claim.thread, QuestionAsked(step.objective_id, q.id, step.id, step.title,
+                                                question))
+            audit(s, "swarm", "question.asked", step.objective_id, step=step.key,
+                  question=question)
+        return StepState.WAITING_HUMAN
+
+    # -- recovery: the troubleshooter, and budget holds -------------------------------------
+    def _revision_base(self, claim: Claim) -> int:
+        with self.swarm.db.read() as s:
+            return troubleshooter.revision_base(s, claim.step_id)
+
+    async def _troubleshoot(self, claim: Claim, error: str, ctx: CallContext,
+                            output: str | None = None, critique: str | None = None) -> StepState:
+        """A step that failed after its retries: ask the troubleshooter, within the bounds."""
+        sw = self.swarm
+        with sw.db.read() as s:
+            earlier = troubleshooter.history(s, claim.step_id)
+            total = troubleshooter.objective_count(s, ctx.objective_id or 0)
+        per_step, per_objective = (sw.settings.max_troubleshoots_per_step,
+                                   sw.settings.max_troubleshoots_per_objective)
+        if "troubleshooter" not in sw.roles:
+            return self._fail(claim, error, ctx, output=output, critique=critique)
+        if len(earlier) >= per_step or total >= per_objective:
+            spent = (f"{len(earlier)} of {per_step} for this step" if len(earlier) >= per_step
+                     else f"{total} of {per_objective} for this objective")
+            return self._fail(claim, f"{error} (no troubleshooting left: {spent} used)", ctx,
+                              output=output, critique=critique)
+        failed = troubleshooter.FailedStep(claim.brief.goal, claim.brief.title, claim.role,
+                                           claim.brief.instructions, error, output)
+        try:
+            decision = await troubleshooter.decide(sw.llm, sw.roles["troubleshooter"], sw.roles,
+                                                   failed, earlier, ctx,
+                                                   max_steps=sw.settings.max_replan_steps)
+        except BudgetExceeded as exc:
+            return self._hold_for_budget(claim, exc, ctx)
+        except LLMError as exc:
+            return self._fail(claim, f"{error}; the troubleshooter could not help: {exc}", ctx,
+                              output=output, critique=critique)
+        return self._troubleshot(claim, decision, error, ctx, output, critique, len(earlier) + 1)
+
+    def _troubleshot(self, claim: Claim, decision: troubleshooter.TroubleshootDecision,
+                     error: str, ctx: CallContext, output: str | None, critique: str | None,
+                     number: int) -> StepState:
+        """Apply the decision in one transaction with its event and audit entry."""
+        sw = self.swarm
+        with sw.db.tx() as s:
+            run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
+            assert run is not None and step is not None
+            run.output, run.critique, run.error = output, critique, error
+            if critique is not None:
+                run.approved = False
+            set_run(run, RunState.REJECTED if critique is not None else RunState.FAILED)
+            _book(s, run, ctx)
+            new_steps: list[Step] = []
+            question: Question | None = None
+            if decision.action == "retry":
+                step.instructions = decision.instructions
+                state = StepState.READY
+            elif decision.action == "replan":
+                new_steps = troubleshooter.replace_step(s, step, decision.steps, sw.roles)
+                step.error = f"replaced by {', '.join(st.key for st in new_steps)}: " \
+                             f"{decision.reason}"
+                step.finished_at = utcnow()
+                state = StepState.REPLACED
+            else:
+                question = Question(objective_id=step.objective_id, step_id=step.id,
+                                    text=decision.question)
+                s.add(question)
+                state = StepState.WAITING_HUMAN
+            set_step(step, state)
+            line, detail = troubleshooter.detail_of(decision, new_steps)
+            s.add(Intervention(objective_id=step.objective_id, step_id=step.id,
+                               action=decision.action, reason=decision.reason, error=error,
+                               detail=detail, attempts=step.attempts))
+            s.flush()
+            emit(s, claim.thread, StepTroubleshot(
+                step.objective_id, step.id, step.title, error, decision.action, decision.reason,
+                line, number, sw.settings.max_troubleshoots_per_step))
+            if question is not None:
+                emit(s, claim.thread, QuestionAsked(step.objective_id, question.id, step.id,
+                                                    step.title, question.text))
+            audit(s, "troubleshooter", "step.troubleshot", step.objective_id, step=step.key,
+                  decision=decision.action, reason=decision.reason, error=error, detail=detail)
+        log.info("step.troubleshot objective=%s step=%s action=%s n=%d", step.objective_id,
+                 step.id, decision.action, number)
+        if new_steps:
+            sw.engine.poke(step.objective_id)  # the driver must load the new steps
+        return state
+
+    def _hold_for_budget(self, claim: Claim, exc: BudgetExceeded, ctx: CallContext) -> StepState:
+        """The call was not made: the step waits (ready) and the objective pauses for approval."""
+        sw = self.swarm
+        with sw.db.tx() as s:
+            run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
+            assert run is not None and step is not None
+            run.error = str(exc)
+            set_run(run, RunState.ABANDONED)
+            _book(s, run, ctx)
+            set_step(step, StepState.READY)
             obj = s.get(Objective, step.objective_id)
             assert obj is not None
-            emit(s, obj.thread, QuestionAsked(obj.id, q.id, step.id, step.title, question))
-            audit(s, "swarm", "question.asked", obj.id, step=step.key, question=question)
-        return StepState.WAITING_HUMAN
+            sw.hold_for_budget(s, obj, exc)
+        sw.engine.poke(step.objective_id)  # the driver must see the pause before it restarts
+        return StepState.READY

@@ -1,13 +1,15 @@
 """Read models: what status commands and progress messages show of an objective."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from swarm.models import LLMCall, Objective, Step, ThreadRef, utcnow
+from swarm.models import Objective, Step, ThreadRef, utcnow
+from swarm.spend import Spend, step_spend
+from swarm.states import StepState
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class StepView:
     error: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    spend: Spend = field(default_factory=Spend)
 
     @property
     def elapsed_s(self) -> float | None:
@@ -45,6 +48,9 @@ class ObjectiveView:
     tokens: int
     cost: float
     summary: str | None
+    spend: Spend = field(default_factory=Spend)
+    # steps a troubleshooter replaced by smaller ones: history, not part of the live plan
+    replaced: list[StepView] = field(default_factory=list)
 
     @property
     def elapsed_s(self) -> float:
@@ -55,13 +61,13 @@ def objective_view(s: Session, obj: Objective) -> ObjectiveView:
     steps = s.scalars(select(Step).where(Step.objective_id == obj.id,
                                          Step.plan_version == obj.plan_version)
                       .order_by(Step.position))
-    tokens, cost = s.execute(
-        select(func.coalesce(func.sum(LLMCall.prompt_tokens + LLMCall.completion_tokens), 0),
-               func.coalesce(func.sum(LLMCall.cost), 0.0))
-        .where(LLMCall.objective_id == obj.id)).one()
+    by_step = step_spend(s, obj.id, with_totals=True)
+    total = by_step.pop(None, Spend())
+    views = [StepView(st.id, st.key, st.title, st.role, st.state, st.attempts,
+                      list(st.depends_on), st.output, st.error, st.started_at, st.finished_at,
+                      by_step.get(st.id, Spend())) for st in steps]
     return ObjectiveView(
         obj.id, obj.goal, obj.state, obj.state_reason, obj.requester, obj.thread,
-        obj.created_at, obj.finished_at,
-        [StepView(st.id, st.key, st.title, st.role, st.state, st.attempts, list(st.depends_on),
-                  st.output, st.error, st.started_at, st.finished_at) for st in steps],
-        int(tokens), float(cost), obj.summary)
+        obj.created_at, obj.finished_at, [v for v in views if v.state != StepState.REPLACED],
+        total.tokens, total.cost, obj.summary, total,
+        [v for v in views if v.state == StepState.REPLACED])

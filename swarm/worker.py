@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from swarm.llm import LLM, CallContext, LLMError
+from swarm.llm import LLM, CallContext, LLMError, StructuredOutputError
 from swarm.prompts import render
 from swarm.roles import Role
 from swarm.tools import NeedsHumans, ToolContext, ToolRegistry
@@ -75,6 +75,8 @@ async def review(llm: LLM, critic: Role, brief: StepBrief, output: str,
                                                    output=output)}]
     try:
         return await llm.structured(critic.tier, messages, CriticVerdict, ctx)
+    except StructuredOutputError:
+        raise  # still invalid after re-asks and the fallback models: the step fails, clearly
     except LLMError as exc:
         # A critic outage must not throw away good work: accept, and say it was not reviewed.
         log.warning("critic.unavailable error=%s", exc)

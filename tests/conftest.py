@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# litellm's own backoff knobs (read once, at import): its real retry code, with short waits. A
+# Retry-After header is still honoured to the second; only the jitter added to it shrinks.
+os.environ.setdefault("INITIAL_RETRY_DELAY", "0.05")
+os.environ.setdefault("JITTER", "0.05")
 
 from swarm.config import Settings  # noqa: E402
 from swarm.db import Database  # noqa: E402
 from swarm.service import Swarm  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 
 PG_URL = os.environ.get("THREADSWARM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -67,4 +72,29 @@ async def swarm(tmp_path, db_url: str) -> AsyncIterator[Swarm]:  # type: ignore[
     sw = Swarm(make_settings(tmp_path, db_url), db)
     yield sw
     await sw.shutdown()
+    db.close()
+
+
+@pytest.fixture
+async def openai_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOpenAI]:
+    """A local OpenAI-compatible server; litellm reaches it through THREADSWARM_MODEL_API_BASES."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    server = await FakeOpenAI().start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def make_swarm(tmp_path, db_url: str) -> AsyncIterator[Callable[..., Swarm]]:  # type: ignore[no-untyped-def]
+    """Swarms on the test database with settings overridden per test."""
+    db = Database.connect(db_url)
+    made: list[Swarm] = []
+
+    def build(**overrides: object) -> Swarm:
+        made.append(Swarm(make_settings(tmp_path, db_url, **overrides), db))
+        return made[-1]
+
+    yield build
+    for sw in made:
+        await sw.shutdown()
     db.close()

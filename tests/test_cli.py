@@ -66,3 +66,23 @@ def test_status_of_an_unknown_objective_says_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
     code, text = _run(tmp_path, monkeypatch, capsys, "status", "42")
     assert code == 1 and "There is no objective #42." in text
+
+
+def test_run_with_injected_faults_shows_the_recovery_and_status_spend_sums_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
+    monkeypatch.setenv("THREADSWARM_OFFLINE_FAULTS", "500:0.2,bad_json:0.3")
+    monkeypatch.setenv("THREADSWARM_OFFLINE_FAULT_SEED", "3")
+    monkeypatch.setenv("THREADSWARM_OBJECTIVE_BUDGET_USD", "0.5")
+    code, text = _run(tmp_path, monkeypatch, capsys, "run", "--yes", "--inject-faults",
+                      "Launch a localized campaign for our SaaS in Japan [reject-always]")
+    assert "Injecting faults into the offline model (500 20%, bad_json 30%, seed 3)" in text
+    assert "InternalServerError (500); retrying offline/rehearsal" in text
+    assert "asking again with the errors" in text  # invalid JSON was re-asked
+    assert "troubleshooter (1/2) on 'Draft the deliverable'" in text
+    assert "Objective #1 finished" in text or "Objective #1 failed" in text
+    assert "budget $0.5000" in text
+
+    code, text = _run(tmp_path, monkeypatch, capsys, "status", "--spend")
+    assert code == 0 and "#1 (" in text and " failed — Launch" in text and " cached, " in text
+    assert "Spend per team and day (UTC)" in text and "local" in text
+    assert "this month" in text

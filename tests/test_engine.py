@@ -45,6 +45,7 @@ async def test_a_critic_rejection_sends_the_step_back_for_revision(swarm: Swarm)
 
 
 async def test_a_step_the_critic_keeps_rejecting_fails_with_the_critique(swarm: Swarm) -> None:
+    swarm.settings.max_troubleshoots_per_step = 0  # no troubleshooter: tests/test_recovery.py
     view = await run_goal(swarm, GOAL + " [reject-always]")
     steps = {st.key: st for st in view.steps}
     assert view.state == "failed"

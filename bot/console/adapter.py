@@ -9,10 +9,11 @@ from typing import Any
 from rich.console import Console
 from rich.panel import Panel
 
-from bot.console.render import plan_table, progress_line
+from bot.console.render import plan_table, progress_line, recovery_line, troubleshoot_lines
 from swarm.events import (
     ApprovalDecided,
     ApprovalRequested,
+    CallRetried,
     Event,
     Notice,
     ObjectiveAccepted,
@@ -24,6 +25,7 @@ from swarm.events import (
     StepFinished,
     StepRevised,
     StepStarted,
+    StepTroubleshot,
 )
 from swarm.models import ThreadRef
 from swarm.service import Swarm
@@ -113,6 +115,11 @@ class ConsoleAdapter:
                 out(f"[green]✔ {event.role}[/] {event.title} — {first[:100]}")
             case StepFailed():
                 out(f"[red]✖[/] {event.title}: {event.error}")
+            case CallRetried():
+                out(recovery_line(event))
+                return  # a retry changes no step: no progress line
+            case StepTroubleshot():
+                out(troubleshoot_lines(event))
             case QuestionAsked():
                 out(f"[yellow]question[/] from '{event.title}': {event.question}")
                 self._spawn(self.answer(thread, event.question))

@@ -4,12 +4,16 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from swarm.events import PlanProposed
-from swarm.views import ObjectiveView
+from swarm.budget import Ceiling
+from swarm.events import CallRetried, PlanProposed, StepTroubleshot
+from swarm.spend import Spend, TeamDay
+from swarm.views import ObjectiveView, StepView
 
 STATE_MARK = {"pending": "·", "awaiting_approval": "?", "ready": "·", "running": "▶",
               "waiting_human": "…", "finished": "✔", "failed": "✖", "skipped": "–",
-              "cancelled": "✖"}
+              "cancelled": "✖", "replaced": "⤷"}
+_ACTION = {"retry": "retry with new instructions", "replan": "replace it by smaller steps",
+           "ask_humans": "ask the humans"}
 
 
 def plan_table(event: PlanProposed) -> Table:
@@ -22,17 +26,63 @@ def plan_table(event: PlanProposed) -> Table:
     return table
 
 
-def status_table(view: ObjectiveView) -> Table:
+def status_table(view: ObjectiveView, ceiling: Ceiling | None = None) -> Table:
+    budget = f" · budget {ceiling.show()}" if ceiling is not None and not ceiling.unlimited else ""
     table = Table(title=f"Objective #{view.id} ({view.state}) — {view.goal}",
-                  title_justify="left", caption=f"{view.tokens} tokens · ${view.cost:.4f} · "
-                                                f"{view.elapsed_s:.1f}s", caption_justify="left")
-    for col in ("", "step", "role", "title", "state", "attempts", "time"):
+                  title_justify="left", caption=f"{spend_text(view.spend)} · "
+                                                f"{view.elapsed_s:.1f}s{budget}",
+                  caption_justify="left")
+    for col in ("", "step", "role", "title", "state", "attempts", "time", "tokens", "cost"):
         table.add_column(col)
-    for st in view.steps:
-        elapsed = f"{st.elapsed_s:.1f}s" if st.elapsed_s is not None else ""
-        table.add_row(STATE_MARK.get(st.state, " "), st.key, st.role, st.title, st.state,
-                      str(st.attempts), elapsed)
+    for st in [*view.steps, *view.replaced]:
+        _step_row(table, st)
     return table
+
+
+def _step_row(table: Table, st: StepView) -> None:
+    elapsed = f"{st.elapsed_s:.1f}s" if st.elapsed_s is not None else ""
+    table.add_row(STATE_MARK.get(st.state, " "), st.key, st.role, st.title, st.state,
+                  str(st.attempts), elapsed, f"{st.spend.tokens:,}", f"${st.spend.cost:.4f}")
+
+
+def spend_text(spend: Spend) -> str:
+    failed = f", {spend.failed} failed" if spend.failed else ""
+    return (f"{spend.tokens:,} tokens ({spend.prompt_tokens:,} prompt, "
+            f"{spend.cached_tokens:,} cached, {spend.completion_tokens:,} completion) · "
+            f"${spend.cost:.4f} · {spend.calls} calls{failed}")
+
+
+def spend_table(days: list[TeamDay], budgets: dict[str, tuple[Spend, Ceiling]]) -> Table:
+    """Spend per team and day, then each team's month against its monthly budget."""
+    table = Table(title="Spend per team and day (UTC)", title_justify="left")
+    for col in ("day", "team", "calls", "failed", "prompt", "cached", "completion", "cost"):
+        table.add_column(col, justify="left" if col in ("day", "team") else "right")
+    for d in days:
+        s = d.spend
+        table.add_row(d.day, d.team_id, str(s.calls), str(s.failed), f"{s.prompt_tokens:,}",
+                      f"{s.cached_tokens:,}", f"{s.completion_tokens:,}", f"${s.cost:.4f}")
+    for team, (month, ceiling) in budgets.items():
+        table.add_section()
+        table.add_row("this month", team, str(month.calls), str(month.failed),
+                      f"{month.prompt_tokens:,}", f"{month.cached_tokens:,}",
+                      f"{month.completion_tokens:,}",
+                      f"${month.cost:.4f}" + ("" if ceiling.unlimited else
+                                              f" of {ceiling.show()}"))
+    return table
+
+
+def recovery_line(event: CallRetried) -> Text:
+    verb = {"retry": f"retrying {event.next_model}",
+            "fallback": f"falling back to {event.next_model}",
+            "re-ask": "asking again with the errors"}.get(event.action, event.action)
+    return Text(f"  ↻ {event.tier}: {event.model} — {event.problem}; {verb}", style="yellow")
+
+
+def troubleshoot_lines(event: StepTroubleshot) -> Text:
+    head = (f"🛠 troubleshooter ({event.intervention}/{event.limit}) on '{event.title}': "
+            f"{_ACTION.get(event.action, event.action)} — {event.reason}")
+    return Text(f"{head}\n    after: {event.error[:160]}\n    → {event.detail[:300]}",
+                style="magenta")
 
 
 def progress_line(view: ObjectiveView) -> Text:

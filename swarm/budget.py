@@ -1,0 +1,247 @@
+"""Budgets: ceilings per objective and per team-month, checked before every call.
+
+Before a call, its cost is estimated (prompt tokens by litellm.token_counter plus the whole
+completion allowance, priced at the dearest model it may reach) and held while it is in flight;
+once it returns, the hold counts its actual figures until the caller has written its LLMCall
+rows. A check adds spend in the database, every hold of the same objective or team, and the
+new estimate, so parallel steps cannot all pass at once: a ceiling is passed by at most what
+calls already in flight spend beyond their estimates. The checks run in the event loop without
+awaiting, so within one process they are atomic.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import litellm
+from pydantic import BaseModel
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from swarm.config import Settings
+from swarm.db import Database
+from swarm.models import BudgetCeiling, BudgetRequest, LLMCall, utcnow
+from swarm.spend import Spend, month_key, month_start, objective_spend, team_spend
+
+if TYPE_CHECKING:
+    from swarm.llm import CallContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Usage:
+    usd: float = 0.0
+    tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.usd + other.usd, self.tokens + other.tokens)
+
+    def show(self) -> str:
+        return f"${self.usd:.4f} / {self.tokens:,} tokens"
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    usd: float | None = None
+    tokens: int | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.usd is None and self.tokens is None
+
+    def passed_by(self, total: Usage) -> bool:
+        return (self.usd is not None and total.usd > self.usd + 1e-12) or \
+            (self.tokens is not None and total.tokens > self.tokens)
+
+    def raised(self, factor: float, needed: Usage) -> Ceiling:
+        """Every set dimension times `factor`, and at least what the waiting call needs."""
+        return Ceiling(None if self.usd is None else max(self.usd * factor, needed.usd),
+                       None if self.tokens is None else
+                       int(max(self.tokens * factor, needed.tokens)))
+
+    def show(self) -> str:
+        parts = ([] if self.usd is None else [f"${self.usd:.4f}"]) + \
+            ([] if self.tokens is None else [f"{self.tokens:,} tokens"])
+        return " / ".join(parts) or "no limit"
+
+
+class BudgetExceeded(RuntimeError):
+    """A call would pass a ceiling; it was not made. The message is safe to show."""
+
+    def __init__(self, scope: str, key: str, label: str, ceiling: Ceiling, used: Usage,
+                 estimate: Usage) -> None:
+        self.scope, self.key, self.label = scope, key, label
+        self.ceiling, self.used, self.estimate = ceiling, used, estimate
+        super().__init__(f"the next call (about {estimate.show()}) would take {label} past its "
+                         f"budget of {ceiling.show()}: {used.show()} already spent or in flight")
+
+
+@dataclass
+class Hold:
+    """One call's share of the budget: its estimate in flight, then its actual rows."""
+
+    objective_id: int | None
+    team_id: str | None
+    estimate: Usage
+    ctx: weakref.ref[CallContext]
+    calls: list[LLMCall] | None = None
+
+    def pending(self) -> Usage:
+        if self.calls is None:
+            return self.estimate
+        return sum((Usage(c.cost, c.prompt_tokens + c.completion_tokens) for c in self.calls
+                    if not sa_inspect(c).has_identity), Usage())
+
+    @property
+    def settled(self) -> bool:
+        """Its rows are in the database (or its caller is gone and never will write them)."""
+        if self.ctx() is None:
+            return True
+        return self.calls is not None and all(sa_inspect(c).has_identity for c in self.calls)
+
+
+def objective_key(objective_id: int) -> str:
+    return f"objective:{objective_id}"
+
+
+def team_key(team_id: str, month: str) -> str:
+    return f"team:{team_id}:{month}"
+
+
+@dataclass
+class Budget:
+    settings: Settings
+    db: Database
+    holds: list[Hold] = field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return not (self.objective_default.unlimited and self.team_default.unlimited)
+
+    @property
+    def objective_default(self) -> Ceiling:
+        return Ceiling(self.settings.objective_budget_usd, self.settings.objective_budget_tokens)
+
+    @property
+    def team_default(self) -> Ceiling:
+        return Ceiling(self.settings.team_monthly_budget_usd,
+                       self.settings.team_monthly_budget_tokens)
+
+    # -- before and after a call -----------------------------------------------------------
+    def estimate(self, models: tuple[str, ...], messages: list[dict[str, Any]],
+                 tools: list[dict[str, Any]] | None, schema: type[BaseModel] | None) -> Usage:
+        extra = [{"role": "system", "content": json.dumps(schema.model_json_schema())}] \
+            if schema is not None else []
+        try:
+            prompt = litellm.token_counter(model=models[0], messages=messages + extra,
+                                           tools=tools)  # type: ignore[arg-type]
+        except Exception:  # an odd message shape: count characters instead (~4 per token)
+            prompt = len(json.dumps(messages + extra, default=str)) // 4 + 1
+        completion = self.settings.llm_max_tokens
+        return Usage(max((_price(m, prompt, completion) for m in models), default=0.0),
+                     prompt + completion)
+
+    def reserve(self, ctx: CallContext, models: tuple[str, ...], messages: list[dict[str, Any]],
+                tools: list[dict[str, Any]] | None = None,
+                schema: type[BaseModel] | None = None) -> Hold | None:
+        """Hold the call's estimate, or raise BudgetExceeded if it would pass a ceiling."""
+        if not self.enabled or (ctx.objective_id is None and ctx.team_id is None):
+            return None
+        estimate = self.estimate(models, messages, tools, schema)
+        self.holds = [h for h in self.holds if not h.settled]
+        with self.db.read() as s:
+            if ctx.objective_id is not None:
+                key = objective_key(ctx.objective_id)
+                self._check(s, "objective", key, f"objective #{ctx.objective_id}",
+                            self.ceiling(s, key, self.objective_default),
+                            _usage(objective_spend(s, ctx.objective_id))
+                            + self._held(objective_id=ctx.objective_id), estimate)
+            if ctx.team_id is not None:
+                now = utcnow()
+                key = team_key(ctx.team_id, month_key(now))
+                self._check(s, "team", key, f"team {ctx.team_id}'s {month_key(now)} spend",
+                            self.ceiling(s, key, self.team_default),
+                            _usage(team_spend(s, ctx.team_id, month_start(now)))
+                            + self._held(team_id=ctx.team_id), estimate)
+        hold = Hold(ctx.objective_id, ctx.team_id, estimate, weakref.ref(ctx))
+        self.holds.append(hold)
+        return hold
+
+    def settle(self, hold: Hold | None, calls: list[LLMCall]) -> None:
+        """The call returned: from now on its actual rows count, until they are written."""
+        if hold is None:
+            return
+        hold.calls = calls
+        actual = hold.pending()
+        if actual.tokens > hold.estimate.tokens or actual.usd > hold.estimate.usd + 1e-12:
+            log.warning("budget.estimate_exceeded objective=%s estimate=%s actual=%s",
+                        hold.objective_id, hold.estimate.show(), actual.show())
+
+    def release(self, hold: Hold | None) -> None:
+        if hold is not None and hold in self.holds:
+            self.holds.remove(hold)
+
+    # -- ceilings ----------------------------------------------------------------------------
+    def ceiling(self, s: Session, key: str, default: Ceiling) -> Ceiling:
+        row = s.scalar(select(BudgetCeiling).where(BudgetCeiling.key == key))
+        return default if row is None else Ceiling(row.usd, row.tokens)
+
+    def request_raise(self, s: Session, exc: BudgetExceeded, objective_id: int, approval_id: int,
+                      resume_to: str) -> Ceiling:
+        """Record what approving `approval_id` will do; returns the proposed ceiling."""
+        proposed = exc.ceiling.raised(self.settings.budget_raise_factor, exc.used + exc.estimate)
+        s.add(BudgetRequest(approval_id=approval_id, objective_id=objective_id, key=exc.key,
+                            usd=proposed.usd, tokens=proposed.tokens, resume_to=resume_to))
+        return proposed
+
+    def apply_raise(self, s: Session, approval_id: int) -> BudgetRequest | None:
+        """Raise the ceiling an approved request names (never lower one raised since)."""
+        request = s.scalar(select(BudgetRequest).where(BudgetRequest.approval_id == approval_id))
+        if request is None:
+            return None
+        row = s.scalar(select(BudgetCeiling).where(BudgetCeiling.key == request.key)
+                       .with_for_update())
+        if row is None:
+            row = BudgetCeiling(key=request.key)
+            s.add(row)
+        row.usd = _higher(row.usd, request.usd)
+        row.tokens = _higher(row.tokens, request.tokens)
+        return request
+
+    # -- internals ---------------------------------------------------------------------------
+    def _held(self, *, objective_id: int | None = None, team_id: str | None = None) -> Usage:
+        return sum((h.pending() for h in self.holds
+                    if (objective_id is not None and h.objective_id == objective_id)
+                    or (team_id is not None and h.team_id == team_id)), Usage())
+
+    @staticmethod
+    def _check(s: Session, scope: str, key: str, label: str, ceiling: Ceiling, used: Usage,
+               estimate: Usage) -> None:
+        if ceiling.passed_by(used + estimate):
+            log.info("budget.exceeded scope=%s key=%s used=%s estimate=%s", scope, key,
+                     used.show(), estimate.show())
+            raise BudgetExceeded(scope, key, label, ceiling, used, estimate)
+
+
+def _usage(spend: Spend) -> Usage:
+    return Usage(spend.cost, spend.tokens)
+
+
+def _higher(current: float | int | None, proposed: Any) -> Any:
+    if current is None or proposed is None:
+        return proposed if current is None else current
+    return max(current, proposed)
+
+
+def _price(model: str, prompt: int, completion: int) -> float:
+    try:
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model, prompt_tokens=prompt, completion_tokens=completion)
+    except Exception:  # a model with no price in litellm's cost map: only tokens can be held
+        return 0.0
+    return float(prompt_cost + completion_cost)
