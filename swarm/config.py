@@ -11,7 +11,8 @@ OFFLINE_MODEL = "offline/rehearsal"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="THREADSWARM_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="THREADSWARM_", env_file=".env", extra="ignore", populate_by_name=True,
+        env_ignore_empty=True,
     )
 
     data_dir: Path = Path(".threadswarm")
