@@ -1,0 +1,66 @@
+"""`threadswarm serve`: the web process, with the swarm, its dispatcher and the chat edges."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import sys
+
+from bot.runtime import Runtime
+from swarm.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser("serve", help="serve Slack (HTTP or Socket Mode) and run the swarm")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (PORT sets the "
+                                                         "port)")
+    serve.set_defaults(func=cmd_serve)
+
+
+def tune_for_acks() -> None:
+    """Process settings that keep acks quick while the swarm is busy (see bench/ack.py).
+
+    The ingress thread needs the GIL for a moment per request: a 1 ms switch interval (5 ms by
+    default) lets it in sooner while the swarm's loop computes. Freezing what start-up built
+    (several hundred thousand objects of litellm, pydantic, SQLAlchemy) keeps the collector
+    from walking it again and again: full collections took 0.5-1.9 s before, stalling acks."""
+    sys.setswitchinterval(0.001)
+    gc.collect()
+    gc.freeze()
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.slack.app import SlackEdge  # the Slack SDK loads only for this command
+    from bot.slack.settings import SlackSettings
+
+    slack = SlackSettings()
+    if problems := slack.problems():
+        print("threadswarm serve cannot start:\n" + "\n".join(f"- {p}" for p in problems),
+              file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on every platform
+            loop.add_signal_handler(sig, stop.set)
+    runtime = Runtime(settings)
+    edge = SlackEdge(runtime, slack)
+    runtime.add_adapter(edge.adapter)
+    try:
+        resumed = await runtime.swarm.recover()
+        log.info("serve.recovered objectives=%s", resumed)
+        runtime.start()
+        tune_for_acks()
+        await edge.serve(args.host, settings.port)
+        print(f"threadswarm serving Slack ({'Socket Mode' if slack.socket_mode else 'HTTP'}) on "
+              f"{args.host}:{settings.port}; /healthz answers. Ctrl-C stops.", file=sys.stderr)
+        await stop.wait()
+        return 0
+    finally:
+        await edge.close()
+        await runtime.close()

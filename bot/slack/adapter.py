@@ -1,0 +1,118 @@
+"""The Slack adapter: shows swarm events in their Slack thread (the dispatcher calls it)."""
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack import render
+from bot.slack.install import BotTokens
+from bot.slack.progress import ProgressMessages
+from bot.slack.refs import MessageRefs, approval_key
+from swarm.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    Notice,
+    ObjectiveAccepted,
+    ObjectiveFinished,
+    ObjectiveStateChanged,
+    PlanProposed,
+    QuestionAsked,
+)
+from swarm.models import ThreadRef
+from swarm.service import Swarm
+
+log = logging.getLogger(__name__)
+
+
+class SlackAdapter:
+    platform = "slack"
+    coalesce_progress = True  # the progress message is re-rendered from the view each time
+
+    def __init__(self, swarm: Swarm, client: AsyncWebClient, tokens: BotTokens, *,
+                 progress_interval_s: float = 1.0) -> None:
+        self.swarm, self.client, self.tokens = swarm, client, tokens
+        self.refs = MessageRefs(swarm.db)
+        self.progress = ProgressMessages(client, self.refs, swarm.view, tokens,
+                                         interval_s=progress_interval_s)
+
+    async def deliver(self, event: Event, thread: ThreadRef) -> None:
+        """One event, at most one new message: a redelivery finds its message ref and skips."""
+        oid = event.objective_id
+        match event:
+            case ObjectiveAccepted():
+                await self._post_once(thread, oid, "accepted", render.accepted(event))
+            case PlanProposed():
+                await self._post_once(thread, oid, approval_key(event.approval_id),
+                                      render.plan(event))
+            case ApprovalRequested():
+                await self._post_once(thread, oid, approval_key(event.approval_id),
+                                      render.approval(event))
+                await self.progress.show(oid, thread, create=False)
+            case ApprovalDecided():
+                await self._decided(event, thread)
+                plan_approved = event.kind == "plan" and event.approved
+                await self.progress.show(oid, thread, create=plan_approved)
+            case QuestionAsked():
+                await self._post_once(thread, oid, f"question:{event.question_id}",
+                                      render.question(event))
+                await self.progress.show(oid, thread, create=True)
+            case ObjectiveStateChanged():
+                await self._post(thread, render.state_changed(event))
+                await self.progress.show(oid, thread, create=False)
+            case ObjectiveFinished():
+                await self.progress.show(oid, thread, create=False)
+                await self._results(event, thread)
+            case Notice():
+                await self._post(thread, render.notice(event))
+            case _ if event.progress:  # step started, revised, finished, failed, retried
+                await self.progress.show(oid, thread, create=True)
+            case _:  # no message of its own yet: the checklist still shows its effect
+                log.info("slack.event_without_message kind=%s objective=%s", event.event_type,
+                         oid)
+                await self.progress.show(oid, thread, create=False)
+
+    async def _post(self, thread: ThreadRef, msg: render.SlackMessage) -> tuple[str, str]:
+        resp = await self.client.chat_postMessage(
+            token=await self.tokens(thread.team_id), channel=thread.channel_id,
+            thread_ts=thread.thread_id, text=msg.text, blocks=msg.blocks)
+        return str(resp["channel"]), str(resp["ts"])
+
+    async def _post_once(self, thread: ThreadRef, objective_id: int, key: str,
+                         msg: render.SlackMessage) -> None:
+        if self.refs.get(objective_id, key) is not None:
+            return
+        channel, ts = await self._post(thread, msg)
+        self.refs.save(objective_id, key, channel, ts)
+
+    async def _decided(self, event: ApprovalDecided, thread: ThreadRef) -> None:
+        view = self.swarm.view(event.objective_id) if event.kind == "plan" else None
+        msg = render.decided(event, view)
+        ref = self.refs.get(event.objective_id, approval_key(event.approval_id))
+        if ref is None:  # its request was never shown (e.g. posted by an older version)
+            await self._post(thread, msg)
+            return
+        await self.client.chat_update(token=await self.tokens(thread.team_id),
+                                      channel=ref.channel_id, ts=ref.message_id, text=msg.text,
+                                      blocks=msg.blocks)
+
+    async def _results(self, event: ObjectiveFinished, thread: ThreadRef) -> None:
+        oid = event.objective_id
+        if render.results_size(event) > render.FILE_CHARS:
+            if self.refs.get(oid, "results:file") is not None:
+                return
+            resp = await self.client.files_upload_v2(
+                token=await self.tokens(thread.team_id), channel=thread.channel_id,
+                thread_ts=thread.thread_id, content=render.results_document(event),
+                filename=f"objective-{oid}-results.md", title=f"Objective #{oid} results",
+                initial_comment=render.summary(event))
+            file_id = str((resp.get("files") or [{}])[0].get("id", "file"))
+            self.refs.save(oid, "results:file", thread.channel_id, file_id)
+            return
+        for i, msg in enumerate(render.results(event)):
+            await self._post_once(thread, oid, f"results:{i}", msg)
+
+    async def close(self) -> None:
+        await self.progress.flush()
+        await self.progress.close()

@@ -1,0 +1,148 @@
+"""The Slack edge of one process: the bolt app, its Web API client, the adapter, the transports."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import text
+
+from bot.runtime import Runtime
+from bot.slack import listeners
+from bot.slack.adapter import SlackAdapter
+from bot.slack.ingress import LoopThread, run_on
+from bot.slack.install import BotTokens, InstalledTokens, StaticToken, installation_store
+from bot.slack.install import oauth_settings as make_oauth_settings
+from bot.slack.settings import SlackSettings
+from bot.slack.socket import SocketMode
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+EVENTS_PATH = "/slack/events"
+
+
+class SlackEdge:
+    """Slack wired to a Runtime's swarm. `serve()` opens HTTP (events, OAuth, /healthz) and,
+    with SLACK_APP_TOKEN, Socket Mode, both on the ingress loop; `close()` stops them. The
+    adapter (outbound, called by the dispatcher) stays on the swarm's loop."""
+
+    def __init__(self, runtime: Runtime, settings: SlackSettings, *,
+                 progress_interval_s: float = 1.0, rate_limit_retries: int = 3) -> None:
+        self.runtime, self.settings = runtime, settings
+        bot_token = settings.bot_token.get_secret_value() if settings.bot_token else None
+        # A 429 waits for Retry-After and goes again; past that the dispatcher retries later.
+        self.client = AsyncWebClient(
+            token=None if settings.oauth else bot_token, base_url=settings.base_url,
+            retry_handlers=[AsyncConnectionErrorRetryHandler(),
+                            AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)])
+        secret = settings.signing_secret.get_secret_value() if settings.signing_secret else ""
+        # Bolt (and its Socket Mode client) log request bodies at INFO and DEBUG: keep them
+        # at WARNING whatever the root level, so a payload never reaches a log line.
+        bolt_log = logging.getLogger("slack_bolt.threadswarm")
+        bolt_log.setLevel(logging.WARNING)
+        tokens: BotTokens
+        if settings.oauth:
+            store = installation_store(settings, runtime.db.engine)
+            tokens = InstalledTokens(store)
+            self.app = AsyncApp(
+                name="threadswarm", client=self.client, signing_secret=secret, logger=bolt_log,
+                oauth_settings=make_oauth_settings(settings, runtime.db.engine, store,
+                                                   self.client))
+            self.app.enable_token_revocation_listeners()  # uninstalled: its tokens go
+        else:
+            assert bot_token is not None, "SlackSettings.problems() reports a missing token"
+            tokens = StaticToken(bot_token)
+            self.app = AsyncApp(name="threadswarm", client=self.client, signing_secret=secret,
+                                logger=bolt_log)
+        self.adapter = SlackAdapter(runtime.swarm, self.client, tokens,
+                                    progress_interval_s=progress_interval_s)
+        listeners.register(self.app, runtime.swarm, self.adapter.refs, self._on_swarm)
+        self.ingress = LoopThread("slack-ingress")  # bolt, HTTP and Socket Mode run there
+        self.socket: SocketMode | None = None
+        self._swarm_loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+
+    def _on_swarm(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """From a listener (ingress loop): run a swarm call on the swarm's loop."""
+        assert self._swarm_loop is not None, "serve() first"
+        return run_on(self._swarm_loop, coro)
+
+    def web_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        if not self.settings.socket_mode:  # in Socket Mode, events never come over HTTP
+            app.router.add_post(EVENTS_PATH, self._bolt)
+        if (flow := self.app.oauth_flow) is not None:
+            app.router.add_get(flow.install_path, self._install)
+            app.router.add_get(flow.redirect_uri_path, self._oauth_redirect)
+        return app
+
+    async def serve(self, host: str, port: int) -> None:
+        """Start the transports on the ingress loop; returns once they listen (or are
+        connected). The swarm's loop is the one serve() is awaited on."""
+        self._swarm_loop = asyncio.get_running_loop()
+        self.ingress.start()
+        await self.ingress.run(self._open(host, port))
+        log.info("slack.serving host=%s port=%s socket_mode=%s oauth=%s", host, self.port,
+                 self.settings.socket_mode, self.settings.oauth)
+
+    async def _open(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.web_app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        if self.settings.app_token is not None:
+            self.socket = SocketMode(self.app, self.settings.app_token.get_secret_value())
+            await self.socket.connect()
+
+    async def _shut(self) -> None:
+        if self.socket is not None:
+            await self.socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def port(self) -> int:
+        """The port HTTP listens on (the one the OS chose when serve() was given 0)."""
+        assert self._runner is not None, "serve() first"
+        return int(self._runner.addresses[0][1])
+
+    async def close(self) -> None:
+        if self.ingress.running:
+            await self.ingress.run(self._shut())
+        await self.ingress.stop()
+        await self.adapter.close()
+
+    # -- HTTP handlers ---------------------------------------------------------------------
+    async def _bolt(self, request: web.Request) -> web.Response:
+        # Bolt verifies the signature (401 if forged or stale) and acks before the work runs.
+        return await to_aiohttp_response(await self.app.async_dispatch(
+            await to_bolt_request(request)))
+
+    async def _install(self, request: web.Request) -> web.Response:
+        assert self.app.oauth_flow is not None
+        return await to_aiohttp_response(await self.app.oauth_flow.handle_installation(
+            await to_bolt_request(request)))
+
+    async def _oauth_redirect(self, request: web.Request) -> web.Response:
+        assert self.app.oauth_flow is not None
+        return await to_aiohttp_response(await self.app.oauth_flow.handle_callback(
+            await to_bolt_request(request)))
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        try:
+            with self.runtime.db.read() as s:
+                s.execute(text("select 1"))
+        except Exception as exc:
+            log.warning("slack.healthz_failed error=%s", type(exc).__name__)
+            return web.json_response({"ok": False, "database": "unreachable"}, status=503)
+        mode = "socket" if self.settings.socket_mode else "http"
+        return web.json_response({"ok": True, "slack": mode})

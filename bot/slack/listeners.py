@@ -1,0 +1,173 @@
+"""What Slack sends the bot (mentions, thread replies, reactions, clicks, /swarm), to the swarm."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import commands
+from bot.slack.refs import MessageRefs, approval_id_of
+from bot.slack.render import APPROVE_REACTIONS, REJECT_REACTIONS, parse_action_id
+from bot.slack.text import escape, from_slack
+from swarm.models import MessageRef, ThreadRef
+from swarm.service import Swarm, UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+PLATFORM = "slack"
+COMMAND_ACK_BUDGET_S = 2.0  # Slack waits 3 s for a slash command's answer
+ANSWERED_REACTION = "ok_hand"
+REPLY_SUBTYPES = frozenset({None, "thread_broadcast"})  # a human's reply; edits etc. are not
+REF_LOOKUPS, REF_LOOKUP_PAUSE_S = 8, 0.25
+
+
+class RecentEvents:
+    """Event ids seen lately, so a redelivery within this process is answered and dropped.
+    (A mention is also deduplicated durably by the swarm, across restarts.)"""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+
+class OnSwarm(Protocol):
+    """Runs a swarm call on the swarm's own loop (listeners run on the ingress loop)."""
+
+    def __call__(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]: ...
+
+
+def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) -> None:
+    """Reads (views, message refs) run here; every swarm write hops to the swarm's loop."""
+    recent = RecentEvents()
+
+    async def drop_redelivered(body: dict[str, Any],
+                               next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
+        event_id = body.get("event_id")
+        if body.get("type") == "event_callback" and event_id and not recent.first_time(event_id):
+            log.info("slack.event_redelivered event_id=%s", event_id)
+            return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    app.middleware(drop_redelivered)
+
+    async def decide(client: AsyncWebClient, approval_id: int, user: str, approve: bool,
+                     channel: str, thread_ts: str | None) -> None:
+        result = await on_swarm(swarm.decide(approval_id, user, approve))
+        if result.ok:
+            log.info("slack.approval_decided approval=%s user=%s approve=%s", approval_id, user,
+                     approve)
+            return
+        log.info("slack.approval_refused approval=%s user=%s", approval_id, user)
+        await client.chat_postEphemeral(channel=channel, user=user, text=escape(result.message),
+                                        thread_ts=thread_ts)
+
+    @app.event("app_mention")
+    async def on_mention(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext,
+                         client: AsyncWebClient) -> None:
+        user, channel, ts = event.get("user"), event["channel"], event["ts"]
+        if not user:
+            return
+        thread = ThreadRef(PLATFORM, body["team_id"], channel, event.get("thread_ts") or ts)
+        goal = from_slack(event.get("text") or "", drop_user=context.bot_user_id)
+        if "thread_ts" in event and goal and await on_swarm(swarm.reply(thread, user, goal)):
+            await client.reactions_add(channel=channel, timestamp=ts, name=ANSWERED_REACTION)
+            return  # a mention in a thread that waits for an answer is the answer
+        try:
+            started = await on_swarm(swarm.start_objective(
+                goal, thread, requester=user, event_key=f"slack:{body['event_id']}"))
+        except UserError as exc:
+            await client.chat_postMessage(channel=channel, thread_ts=thread.thread_id,
+                                          text=escape(str(exc)))
+            return
+        log.info("slack.mention objective=%s duplicate=%s team=%s channel=%s",
+                 started.objective_id, started.duplicate, thread.team_id, channel)
+        if not started.duplicate:
+            await client.reactions_add(channel=channel, timestamp=ts, name="eyes")
+
+    @app.event("message")
+    async def on_message(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext,
+                         client: AsyncWebClient) -> None:
+        user, root, text = event.get("user"), event.get("thread_ts"), event.get("text") or ""
+        if (event.get("subtype") not in REPLY_SUBTYPES or event.get("bot_id") or not user
+                or user == context.bot_user_id or not root or root == event.get("ts")):
+            return
+        if context.bot_user_id and f"<@{context.bot_user_id}" in text:
+            return  # a mention: on_mention has it
+        thread = ThreadRef(PLATFORM, body["team_id"], event["channel"], root)
+        if await on_swarm(swarm.reply(thread, user, from_slack(text))):
+            log.info("slack.question_answered team=%s channel=%s", thread.team_id,
+                     thread.channel_id)
+            await client.reactions_add(channel=event["channel"], timestamp=event["ts"],
+                                       name=ANSWERED_REACTION)
+
+    async def approval_message(channel: str, ts: str) -> MessageRef | None:
+        # Slack shows a message a moment before the bot has stored its ts (the post's answer
+        # comes back first): a reaction that quick must not be lost, so look again a while.
+        for _ in range(REF_LOOKUPS):
+            if (ref := refs.at(channel, ts)) is not None:
+                return ref
+            await asyncio.sleep(REF_LOOKUP_PAUSE_S)
+        return None
+
+    @app.event("reaction_added")
+    async def on_reaction(event: dict[str, Any], context: AsyncBoltContext,
+                          client: AsyncWebClient) -> None:
+        name, item = event.get("reaction"), event.get("item") or {}
+        approve = True if name in APPROVE_REACTIONS else False if name in REJECT_REACTIONS \
+            else None
+        if (approve is None or item.get("type") != "message" or not event.get("user")
+                or event.get("item_user") not in (None, context.bot_user_id)):
+            return  # only a reaction on one of the bot's messages can be a decision
+        ref = await approval_message(item["channel"], item["ts"])
+        approval_id = approval_id_of(ref.key) if ref is not None else None
+        if ref is None or approval_id is None:
+            return
+        view = swarm.view(ref.objective_id)
+        await decide(client, approval_id, event["user"], approve, item["channel"],
+                     view.thread.thread_id if view else None)
+
+    @app.action(re.compile(r"^(approve|reject):\d+$"))
+    async def on_click(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                       client: AsyncWebClient) -> None:
+        await ack()
+        parsed = parse_action_id(action["action_id"])
+        if parsed is None:
+            return
+        approve, approval_id = parsed
+        message = body.get("message") or {}
+        await decide(client, approval_id, body["user"]["id"], approve, body["channel"]["id"],
+                     message.get("thread_ts") or message.get("ts"))
+
+    @app.command("/swarm")
+    async def on_command(ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]) -> None:
+        answer = asyncio.ensure_future(on_swarm(commands.handle(
+            swarm, command["user_id"], command["team_id"], command.get("text") or "")))
+        try:  # answer in the ack when the swarm is quick, as it nearly always is
+            reply = await asyncio.wait_for(asyncio.shield(answer), COMMAND_ACK_BUDGET_S)
+        except TimeoutError:
+            await ack(text="Working on it…", response_type="ephemeral")
+            reply = await answer
+            await respond(text=escape(reply.text), replace_original=True,
+                          response_type="ephemeral" if reply.ephemeral else "in_channel")
+            return
+        await ack(text=escape(reply.text),
+                  response_type="ephemeral" if reply.ephemeral else "in_channel")

@@ -1,0 +1,123 @@
+"""One progress message per objective, posted once, then edited at most about once a second."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack import render
+from bot.slack.refs import PROGRESS, MessageRefs
+from swarm.models import ThreadRef
+from swarm.views import ObjectiveView
+
+log = logging.getLogger(__name__)
+TRAILING_ATTEMPTS = 5
+
+
+class ProgressMessages:
+    """Edits are throttled per thread; an edit that comes too soon is folded into one trailing
+    edit at the end of the interval, rendered from the view at that moment, so the latest state
+    always shows. Edits of one thread are serialised, so an older render never lands last."""
+
+    def __init__(self, client: AsyncWebClient, refs: MessageRefs,
+                 view: Callable[[int], ObjectiveView | None],
+                 token: Callable[[str], Awaitable[str]], *, interval_s: float = 1.0) -> None:
+        self.client, self.refs, self.view, self.token = client, refs, view, token
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}  # thread key -> when Slack answered its last edit
+        self._dirty: dict[str, set[int]] = {}  # thread key -> objectives owed an edit
+        self._trailing: dict[str, asyncio.Task[None]] = {}
+        # A thread's lock lives while someone holds or waits for it: nothing piles up.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = \
+            weakref.WeakValueDictionary()
+
+    async def show(self, objective_id: int, thread: ThreadRef, *, create: bool) -> None:
+        """Bring the objective's progress message up to date; post it first if `create`.
+        Raises when Slack refuses, so the dispatcher retries the event."""
+        key = thread.key
+        async with self._lock(key):
+            ref = self.refs.get(objective_id, PROGRESS)
+            if ref is None:
+                if create:
+                    await self._post(objective_id, thread)
+                return
+            wait = self._last.get(key, float("-inf")) + self.interval_s - time.monotonic()
+            if wait <= 0 and key not in self._trailing:
+                await self._edit(objective_id, thread, ref.channel_id, ref.message_id)
+                return
+            self._dirty.setdefault(key, set()).add(objective_id)
+            if key not in self._trailing:
+                task = asyncio.get_running_loop().create_task(self._trail(thread, wait))
+                self._trailing[key] = task
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        if (lock := self._locks.get(key)) is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _sent(self, key: str) -> None:
+        now = time.monotonic()
+        self._last[key] = now
+        if len(self._last) > 1000:  # an edit older than the interval throttles nothing
+            for old in [k for k, at in self._last.items() if at < now - self.interval_s]:
+                del self._last[old]
+
+    async def flush(self) -> None:
+        """Wait for the trailing edits that are due (tests, shutdown)."""
+        while self._trailing:
+            await asyncio.gather(*self._trailing.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in self._trailing.values():
+            task.cancel()
+        await asyncio.gather(*self._trailing.values(), return_exceptions=True)
+
+    async def _post(self, objective_id: int, thread: ThreadRef) -> None:
+        view = self.view(objective_id)
+        if view is None:
+            return
+        msg = render.progress(view)
+        resp = await self.client.chat_postMessage(
+            token=await self.token(thread.team_id), channel=thread.channel_id,
+            thread_ts=thread.thread_id, text=msg.text, blocks=msg.blocks)
+        self.refs.save(objective_id, PROGRESS, str(resp["channel"]), str(resp["ts"]))
+        self._sent(thread.key)
+
+    async def _edit(self, objective_id: int, thread: ThreadRef, channel: str, ts: str) -> None:
+        view = self.view(objective_id)  # rendered now, inside the thread's lock
+        if view is None:
+            return
+        msg = render.progress(view)
+        await self.client.chat_update(token=await self.token(thread.team_id), channel=channel,
+                                      ts=ts, text=msg.text, blocks=msg.blocks)
+        # Counted from the answer: the next edit then reaches Slack at least an interval later,
+        # however long this one took to get there.
+        self._sent(thread.key)
+
+    async def _trail(self, thread: ThreadRef, wait: float) -> None:
+        key = thread.key
+        try:
+            for attempt in range(TRAILING_ATTEMPTS):
+                await asyncio.sleep(max(0.0, wait))
+                async with self._lock(key):
+                    owed = self._dirty.pop(key, set())
+                    failed: set[int] = set()
+                    for oid in sorted(owed):
+                        if (ref := self.refs.get(oid, PROGRESS)) is None:
+                            continue
+                        try:
+                            await self._edit(oid, thread, ref.channel_id, ref.message_id)
+                        except Exception as exc:
+                            failed.add(oid)
+                            log.warning("slack.progress_edit_failed objective=%s attempt=%d "
+                                        "error=%s", oid, attempt + 1, type(exc).__name__)
+                    if not failed:
+                        return
+                    self._dirty.setdefault(key, set()).update(failed)
+                wait = self.interval_s * 2 ** (attempt + 1)
+        finally:
+            self._trailing.pop(key, None)

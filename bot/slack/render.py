@@ -1,0 +1,198 @@
+"""Block Kit messages from swarm events and objective views."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.slack.text import escape, mrkdwn, split, user, when
+from swarm.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Notice,
+    ObjectiveAccepted,
+    ObjectiveFinished,
+    ObjectiveStateChanged,
+    PlanProposed,
+    QuestionAsked,
+)
+from swarm.views import ObjectiveView, StepView
+
+# Slack's limits: 3000 characters per section text, 50 blocks per message; the total text of a
+# message's blocks is kept well under the ~13k Slack starts refusing (msg_blocks_too_long).
+SECTION_CHARS = 3000
+MESSAGE_BLOCKS = 45
+MESSAGE_CHARS = 12_000
+FILE_CHARS = 40_000  # longer results go up as one Markdown file instead of many messages
+APPROVE, REJECT = "approve", "reject"
+APPROVE_REACTIONS = frozenset({"white_check_mark", "heavy_check_mark", "+1"})
+REJECT_REACTIONS = frozenset({"x", "no_entry_sign", "-1"})
+STATE_MARK = {"pending": ":white_circle:", "ready": ":white_circle:",
+              "awaiting_approval": ":lock:", "running": ":arrows_counterclockwise:",
+              "waiting_human": ":speech_balloon:", "finished": ":white_check_mark:",
+              "failed": ":x:", "skipped": ":heavy_minus_sign:", "cancelled": ":no_entry_sign:",
+              "planning": ":thought_balloon:", "paused": ":double_vertical_bar:"}
+Block = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    text: str  # the notification / fallback text
+    blocks: list[Block]
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_CHARS]}}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_CHARS]}]}
+
+
+def action_id(verb: str, approval_id: int) -> str:
+    return f"{verb}:{approval_id}"
+
+
+def parse_action_id(value: str) -> tuple[bool, int] | None:
+    verb, _, rest = value.partition(":")
+    if verb not in (APPROVE, REJECT) or not rest.isdigit():
+        return None
+    return verb == APPROVE, int(rest)
+
+
+def buttons(approval_id: int) -> Block:
+    # The approval's database id rides in action_id and value: a click works after a restart.
+    return {"type": "actions", "block_id": f"approval:{approval_id}", "elements": [
+        {"type": "button", "style": "primary", "action_id": action_id(APPROVE, approval_id),
+         "value": str(approval_id), "text": {"type": "plain_text", "text": "Approve"}},
+        {"type": "button", "style": "danger", "action_id": action_id(REJECT, approval_id),
+         "value": str(approval_id), "text": {"type": "plain_text", "text": "Reject"}}]}
+
+
+def _clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.1f}s" if value < 60 else f"{int(value // 60)}m{int(value % 60):02d}s"
+
+
+def accepted(ev: ObjectiveAccepted) -> SlackMessage:
+    text = (f"On it, {user(ev.requester)}: objective #{ev.objective_id}, "
+            f"_{escape(_clip(ev.goal, 500))}_. I'm planning; the plan comes here for approval.")
+    return SlackMessage(f"Objective #{ev.objective_id}: planning", [section(text)])
+
+
+def plan(ev: PlanProposed) -> SlackMessage:
+    lines = [f"• `{st.key}` *{escape(_clip(st.title, 120))}* — {escape(st.role)}"
+             + (f" (after {', '.join(st.depends_on)})" if st.depends_on else "")
+             + (" :lock: asks approval" if st.needs_approval else "") for st in ev.steps]
+    blocks = [section(f"*Plan v{ev.version} for objective #{ev.objective_id}* "
+                      f"({len(ev.steps)} steps)\n{escape(_clip(ev.rationale, 600))}"),
+              section("\n".join(lines)),
+              buttons(ev.approval_id),
+              context("Approve or reject with the buttons, or react :white_check_mark: / :x:.")]
+    return SlackMessage(f"Plan for objective #{ev.objective_id}: approve?", blocks)
+
+
+def approval(ev: ApprovalRequested) -> SlackMessage:
+    return SlackMessage(f"Approval needed: {ev.title}", [
+        section(f":lock: *Approval needed* for objective #{ev.objective_id}\n"
+                f"{escape(_clip(ev.title, 500))}"),
+        buttons(ev.approval_id),
+        context("Approve or reject with the buttons, or react :white_check_mark: / :x:.")])
+
+
+def decided(ev: ApprovalDecided, view: ObjectiveView | None) -> SlackMessage:
+    verb = "Approved" if ev.approved else "Rejected"
+    mark = ":white_check_mark:" if ev.approved else ":x:"
+    line = f"{mark} {verb} by {user(ev.user)} {when(ev.decided_at)}".rstrip()
+    if ev.reason:
+        line += f": {escape(_clip(ev.reason, 300))}"
+    blocks = [section(f"*{escape(_clip(ev.title, 500))}*")]
+    if ev.kind == "plan" and view is not None and view.steps:
+        blocks.append(section("\n".join(f"• `{st.key}` {escape(_clip(st.title, 120))} — "
+                                        f"{escape(st.role)}" for st in view.steps)))
+    blocks.append(context(line))
+    return SlackMessage(f"{verb} by {ev.user}: {ev.title}", blocks)
+
+
+def _step_line(st: StepView) -> str:
+    parts = [f"{STATE_MARK.get(st.state, ':white_circle:')} `{st.key}` "
+             f"*{escape(_clip(st.title, 100))}* — {escape(st.role)}"]
+    if st.state not in ("finished", "pending", "ready"):
+        parts.append(st.state.replace("_", " "))
+    if st.attempts > 1:
+        parts.append(f"attempt {st.attempts}")
+    if (elapsed := _seconds(st.elapsed_s)):
+        parts.append(elapsed)
+    return " · ".join(parts)
+
+
+def progress(view: ObjectiveView) -> SlackMessage:
+    done = sum(st.state == "finished" for st in view.steps)
+    head = (f"{STATE_MARK.get(view.state, '')} *Objective #{view.id}* — "
+            f"{escape(_clip(view.goal, 300))}")
+    spend = (f"{view.state.replace('_', ' ')} · {done}/{len(view.steps)} steps done · "
+             f"{view.tokens:,} tokens · ${view.cost:.4f} · {_seconds(view.elapsed_s)}")
+    checklist = "\n".join(_step_line(st) for st in view.steps) or "_no steps yet_"
+    return SlackMessage(f"Objective #{view.id}: {done}/{len(view.steps)} steps done",
+                        [section(head), section(checklist), context(spend)])
+
+
+def question(ev: QuestionAsked) -> SlackMessage:
+    return SlackMessage(f"Question: {ev.question}", [
+        section(f":speech_balloon: *{escape(_clip(ev.title, 200))}* asks:\n"
+                f"{escape(_clip(ev.question, 2000))}"),
+        context("Reply in this thread: the next reply answers.")])
+
+
+def state_changed(ev: ObjectiveStateChanged) -> SlackMessage:
+    text = (f"{STATE_MARK.get(ev.state, '')} Objective #{ev.objective_id} is now "
+            f"*{ev.state.replace('_', ' ')}* ({escape(ev.reason or ev.actor)})")
+    return SlackMessage(f"Objective #{ev.objective_id} {ev.state}", [section(text)])
+
+
+def notice(ev: Notice) -> SlackMessage:
+    return SlackMessage(_clip(ev.text, 200), [section(f":information_source: {escape(ev.text)}")])
+
+
+def summary(ev: ObjectiveFinished) -> str:
+    mark = ":checkered_flag:" if ev.state == "finished" else STATE_MARK.get(ev.state, "")
+    return (f"{mark} *Objective #{ev.objective_id} {ev.state}*: {escape(ev.summary)}")
+
+
+def results_size(ev: ObjectiveFinished) -> int:
+    return sum(len(r.output) for r in ev.results)
+
+
+def results(ev: ObjectiveFinished) -> list[SlackMessage]:
+    """The results as messages within Slack's limits, in order; the first holds the summary."""
+    blocks: list[Block] = [section(summary(ev))]
+    for r in ev.results:
+        blocks.append(section(f"{STATE_MARK.get(r.state, '')} *{escape(_clip(r.title, 200))}* "
+                              f"· {escape(r.role)} · {r.state}"))
+        blocks += [section(piece) for piece in split(mrkdwn(r.output or "(no output)"),
+                                                      SECTION_CHARS)]
+    messages: list[list[Block]] = [[]]
+    size = 0
+    for block in blocks:
+        chars = len(block["text"]["text"])
+        if messages[-1] and (len(messages[-1]) >= MESSAGE_BLOCKS or size + chars > MESSAGE_CHARS):
+            messages.append([])
+            size = 0
+        messages[-1].append(block)
+        size += chars
+    n = len(messages)
+    return [SlackMessage(f"Objective #{ev.objective_id} {ev.state}: results"
+                         + (f" ({i}/{n})" if n > 1 else ""), m)
+            for i, m in enumerate(messages, 1)]
+
+
+def results_document(ev: ObjectiveFinished) -> str:
+    """The full results as one Markdown document (uploaded as a file when very long)."""
+    parts = [f"# Objective #{ev.objective_id}: {ev.state}", "", ev.summary]
+    for r in ev.results:
+        parts += ["", f"## {r.title} ({r.role}, {r.state})", "", r.output or "(no output)"]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,79 @@
+"""The platform-neutral admin commands (`/swarm ...` on Slack), on both databases."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bot import commands
+from bot.commands import CommandReply, Invocation, handle
+from swarm.models import ThreadRef
+from swarm.service import Swarm
+
+TEAM, OTHER_TEAM = "T0TEAM", "T0OTHER"
+THREAD = ThreadRef("slack", TEAM, "C0GENERAL", "1600000001.000001")
+
+
+async def start(swarm: Swarm, goal: str = "launch our SaaS in Japan", team: str = TEAM,
+                key: str = "evt-1") -> int:
+    thread = ThreadRef("slack", team, "C0GENERAL", key)
+    started = await swarm.start_objective(goal, thread, "U0ALICE", key)
+    await swarm.join()
+    return started.objective_id
+
+
+async def test_help_and_unknown_subcommands_list_what_there_is(swarm: Swarm) -> None:
+    for text in ("", "help", "HELP"):
+        reply = await handle(swarm, "U0ALICE", TEAM, text)
+        assert reply.ephemeral and "`status [ID]`" in reply.text and "`cancel ID`" in reply.text
+    unknown = await handle(swarm, "U0ALICE", TEAM, "frobnicate 3")
+    assert unknown.ephemeral and unknown.text.startswith("I don't know `frobnicate`")
+    assert "`list`" in unknown.text
+
+
+async def test_list_and_status_show_only_this_teams_objectives(swarm: Swarm) -> None:
+    assert "No objectives yet" in (await handle(swarm, "U0ALICE", TEAM, "list")).text
+    assert "Nothing is running" in (await handle(swarm, "U0ALICE", TEAM, "status")).text
+    mine = await start(swarm)
+    theirs = await start(swarm, "their secret plan", team=OTHER_TEAM, key="evt-2")
+    listed = await handle(swarm, "U0ALICE", TEAM, "list")
+    assert f"#{mine} awaiting_approval · 0/5 steps" in listed.text
+    assert "their secret plan" not in listed.text and listed.ephemeral
+    active = await handle(swarm, "U0ALICE", TEAM, "status")
+    assert f"#{mine}" in active.text and f"#{theirs}" not in active.text
+    one = await handle(swarm, "U0ALICE", TEAM, f"status #{mine}")
+    assert "s1 pending · researcher · Research the context" in one.text
+    hidden = await handle(swarm, "U0ALICE", TEAM, f"status {theirs}")
+    assert hidden.text.startswith(f"There is no objective #{theirs} here")
+    assert "number" in (await handle(swarm, "U0ALICE", TEAM, "status soon")).text
+
+
+async def test_cancel_is_for_the_requester_or_an_approver(swarm: Swarm) -> None:
+    oid = await start(swarm)
+    refused = await handle(swarm, "U0MALLORY", TEAM, f"cancel {oid}")
+    assert refused.ephemeral and refused.text.startswith("Only the requester")
+    assert swarm.view(oid).state == "awaiting_approval"  # type: ignore[union-attr]
+    done = await handle(swarm, "U0ALICE", TEAM, f"cancel {oid}")
+    assert done == CommandReply(f"Objective #{oid} cancelled.", ephemeral=False)
+    again = await handle(swarm, "U0ALICE", TEAM, f"cancel {oid}")
+    assert again.ephemeral and "already cancelled" in again.text
+    other = await start(swarm, key="evt-3")
+    swarm.settings.approvers = ["U0BOSS"]
+    assert not (await handle(swarm, "U0BOSS", TEAM, f"cancel {other}")).ephemeral
+    assert "Give an objective's number" in (await handle(swarm, "U0ALICE", TEAM, "cancel")).text
+
+
+@pytest.fixture
+def extra_command() -> Iterator[None]:
+    yield
+    commands.COMMANDS.pop("ping", None)
+
+
+async def test_a_new_subcommand_is_one_decorated_function(swarm: Swarm,
+                                                          extra_command: None) -> None:
+    @commands.command("ping", "ping", "check that I am here")
+    async def ping(inv: Invocation) -> CommandReply:
+        return CommandReply(f"pong for {inv.user} ({' '.join(inv.args)})")
+
+    assert (await handle(swarm, "U0ALICE", TEAM, "ping a b")).text == "pong for U0ALICE (a b)"
+    assert "`ping` — check that I am here" in (await handle(swarm, "U0ALICE", TEAM, "help")).text
