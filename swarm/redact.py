@@ -21,8 +21,17 @@ _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$")
 MASK = "[redacted]"
 
 
+_env_cache: tuple[int, list[str]] = (-1, [])
+
+
 def _env_secrets() -> list[str]:
-    return [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8]
+    """Values of secret-looking variables; rescanned only when the environment grows or shrinks
+    (redact runs dozens of times per chat event, a full scan each time showed in profiles)."""
+    global _env_cache
+    if _env_cache[0] != len(os.environ):
+        values = [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8]
+        _env_cache = (len(os.environ), values)
+    return _env_cache[1]
 
 
 def redact(text: str) -> str:
