@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from rich.console import Console
 
-from bot import serve
+from bot import memory_commands, serve
 from bot.console.adapter import ConsoleAdapter
 from bot.console.render import spend_table, spend_text, status_table
 from bot.runtime import Runtime, configure_logging
@@ -213,13 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit)
     serve.register(sub)
+    memory_commands.register(sub)
     return parser
+
+
+async def _with_memory(args: argparse.Namespace, settings: Settings) -> int:
+    """`threadswarm memory ...`: the command gets the team memory on the same database."""
+    rt = Runtime(settings, memory=True)
+    try:
+        return int(await args.func(args, rt.memory))
+    finally:
+        await rt.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     func: Callable[[argparse.Namespace, Settings], Awaitable[int]] = args.func
+    if getattr(args, "needs_memory", False):
+        func = _with_memory
     try:
         sys.exit(asyncio.run(func(args, Settings())))
     except KeyboardInterrupt:

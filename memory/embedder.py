@@ -7,10 +7,12 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from memory.batching import EncodeBatcher
 from memory.logfmt import log_event
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ class Embedder:
         self._load_lock = threading.Lock()
         # One encode at a time: two concurrent torch passes on the same cores only thrash.
         self._encode_lock = threading.Lock()
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EncodeBatcher] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def model(self) -> SentenceTransformer:
@@ -73,8 +78,15 @@ class Embedder:
         return self._encode(texts)
 
     async def encode(self, texts: list[str]) -> np.ndarray:
-        """`encode_sync` in a worker thread, so the event loop keeps serving chat meanwhile."""
-        return await asyncio.to_thread(self.encode_sync, texts)
+        """`encode_sync` in a worker thread, so the event loop keeps serving chat meanwhile;
+        concurrent calls share batches (at most 16 x batch_size texts per model call)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = EncodeBatcher(self.encode_sync, 16 * self.batch_size)
+        return await batcher.encode(list(texts))
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         model = self.model
@@ -92,6 +104,8 @@ class Embedder:
         # Never reach for a hub: this machine (and production) may have no internet.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # A progress bar per start-up is noise in a bot's logs (read when transformers loads).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer
 
         source = self.model_name or default_model_path()

@@ -26,8 +26,8 @@ def index_path(index_dir: Path, table: str, team: str) -> Path:
 
 def write_index_file(path: Path, index: TeamIndex, header: dict[str, Any]) -> int:
     """Write atomically (temp file, fsync, os.replace); returns the bytes written."""
-    payload = index.serialize()
-    head = json.dumps(header, sort_keys=True).encode()
+    payload, tombstones = index.snapshot()
+    head = json.dumps({**header, "tombstones": tombstones}, sort_keys=True).encode()
     blob = b"".join(
         (
             _MAGIC,
@@ -72,7 +72,10 @@ def read_index_file(
         raise CorruptIndexError("checksum mismatch (truncated or damaged)")
     if not isinstance(header, dict):
         raise CorruptIndexError("unreadable header")
-    return header, TeamIndex.deserialize(payload, dim, config)
+    index = TeamIndex.deserialize(payload, dim, config)
+    index.remove(header.get("tombstones") or [])
+    index.dirty = False
+    return header, index
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -9,10 +10,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from memory import Embedder, IndexConfig, TeamMemory
+from memory import Embedder, IndexConfig, TeamIndex, TeamMemory
 from memory.index_file import index_path
 from memory.tables import memory_tables
 
@@ -21,7 +23,9 @@ PG_URLS = (
     "postgresql+psycopg://root@127.0.0.1:5432/test",
 )
 
-DECISION = "We decided to use PostgreSQL rather than MongoDB as the database for the billing service."
+DECISION = (
+    "We decided to use PostgreSQL rather than MongoDB as the database for the billing service."
+)
 UNRELATED = [
     "The office coffee machine on the third floor is broken again.",
     "Marketing wants the launch video subtitled in Japanese by Friday.",
@@ -76,7 +80,11 @@ def make_memory(engine: sa.Engine, tmp_path: Path, embedder: Embedder) -> Iterat
     def make(**options: object) -> TeamMemory:
         options.setdefault("flush_delay", None)
         return TeamMemory(
-            engine, tmp_path / "index", embedder, table_name=table, **options  # type: ignore[arg-type]
+            engine,
+            tmp_path / "index",
+            embedder,
+            table_name=table,
+            **options,  # type: ignore[arg-type]
         )
 
     yield make
@@ -110,6 +118,19 @@ async def test_recall_prefers_the_newer_of_two_equal_memories(make_memory: MakeM
     recalled = await memory.recall("T1", "billing database", k=2)
 
     assert [item.id for item in recalled] == [new_id, old_id]
+
+
+async def test_many_concurrent_remembers_all_land_and_are_recalled(
+    make_memory: MakeMemory,
+) -> None:
+    memory = make_memory()
+    texts = [DECISION, *UNRELATED]
+
+    ids = await asyncio.gather(*(memory.remember("T1", t, kind="note") for t in texts))
+
+    assert len(set(ids)) == len(texts) and memory.index_of("T1").ntotal == len(texts)
+    recalled = await memory.recall("T1", "Which database did we pick for billing?", k=1)
+    assert recalled[0].id == ids[0]
 
 
 async def test_forget_removes_a_memory_from_recall_and_from_the_index(
@@ -202,22 +223,27 @@ async def test_team_a_never_recalls_team_b_memories(make_memory: MakeMemory) -> 
 
 
 async def test_a_selective_filter_still_finds_its_match_among_many_closer_items(
-    make_memory: MakeMemory,
+    make_memory: MakeMemory, caplog: pytest.LogCaptureFixture
 ) -> None:
     memory = make_memory()
     decision_id = await memory.remember("T1", DECISION, kind="decision", objective_id=7)
     notes = [f"Reminder {i}: water the plants in meeting room {i}." for i in range(60)]
     await memory.remember_many("T1", [(text, "note") for text in notes], objective_id=8)
 
+    caplog.set_level(logging.DEBUG, logger="memory")
     query = "Who waters the plants in the meeting rooms?"
     by_kind = await memory.recall("T1", query, k=1, kinds=["decision"])
     by_objective = await memory.recall("T1", query, k=3, objective_id=7)
 
     assert [item.id for item in by_kind] == [decision_id]
     assert [item.id for item in by_objective] == [decision_id]
+    exact = [r for r in caplog.records if r.getMessage().startswith("memory.recall.exact")]
+    assert len(exact) == 2  # both went past the over-fetch to the exact search
 
 
-async def test_the_hnsw_index_honours_forget_and_filters(make_memory: MakeMemory) -> None:
+async def test_the_hnsw_index_honours_forget_and_filters(
+    make_memory: MakeMemory, caplog: pytest.LogCaptureFixture
+) -> None:
     memory = make_memory(index_config=IndexConfig(hnsw_threshold=16))
     notes = [f"Status note {i}: the weekly report for region {i} was sent." for i in range(40)]
     await memory.remember_many("T1", [(text, "note") for text in notes], objective_id=1)
@@ -245,9 +271,28 @@ async def test_the_hnsw_index_honours_forget_and_filters(make_memory: MakeMemory
     assert all(plan_id not in index for plan_id in plan_ids)
     memory.flush()
 
+    caplog.set_level(logging.INFO, logger="memory")
     restarted = make_memory(index_config=IndexConfig(hnsw_threshold=16))
     restarted.load()
+    assert not [r for r in caplog.records if "memory.index.re" in r.getMessage()]
     reopened = restarted.index_of("T1")
     assert reopened.kind == "hnsw" and reopened.ntotal == len(notes)
     recalled = await restarted.recall("T1", "billing database", k=50)
     assert {item.id for item in recalled}.isdisjoint({decision_id, *plan_ids})
+
+
+def test_hnsw_tombstones_are_compacted_away_without_re_embedding() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((200, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = TeamIndex(8, IndexConfig(hnsw_threshold=50, max_tombstone_fraction=0.1))
+    index.add(range(1, 201), vectors)
+    assert index.kind == "hnsw"
+
+    index.remove(range(1, 16))  # 15 of 200: tombstones, still filtered at query time
+    assert index.stored == 200 and index.ntotal == 185
+    assert all(hit not in range(1, 16) for hit, _ in index.search(vectors[0], 20))
+
+    index.remove(range(16, 31))  # past 10%: the graph is rebuilt from its own vectors
+    assert index.stored == index.ntotal == 170 and not index.tombstones
+    assert index.search(vectors[100], 1)[0][0] == 101
