@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 _BLOCKED = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
 
 
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("engine.driver_crashed error=%s", type(exc).__name__, exc_info=exc)
+
+
 class Executor(Protocol):
     """Runs one step to a resting state. In-process now; a queue-backed one plugs in later."""
 
@@ -58,7 +63,8 @@ class _Drive:
 class Engine:
     def __init__(self, swarm: Swarm, executor: Executor | None = None) -> None:
         self.swarm = swarm
-        self.executor = executor or InProcessExecutor(StepRunner(swarm))
+        self.runner = StepRunner(swarm)
+        self.executor = executor or InProcessExecutor(self.runner)
         self._global = asyncio.Semaphore(swarm.settings.max_concurrent_steps)
         self._drives: dict[int, _Drive] = {}
 
@@ -68,6 +74,7 @@ class Engine:
         if drive is None or drive.task is None or drive.task.done():
             drive = self._drives[objective_id] = _Drive()
             drive.task = asyncio.get_running_loop().create_task(self._drive(objective_id, drive))
+            drive.task.add_done_callback(_report_crash)
         drive.reload = True
         drive.wake.set()
 
@@ -146,9 +153,9 @@ class Engine:
         except asyncio.CancelledError:
             state = StepState.CANCELLED
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("engine.step_crashed objective=%s step=%s", objective_id, step_id)
-            drive.reload = True
+            state = self.runner.fail_crashed(step_id, f"internal error: {type(exc).__name__}")
         finally:
             # drive.nodes may have been reloaded meanwhile: update whatever is current
             if state is not None and (node := drive.nodes.get(step_id)) is not None:
@@ -160,14 +167,19 @@ class Engine:
         """Skip what can never run, ask approval where needed; return the steps to start."""
         by_key = {n.key: n for n in nodes.values()}
         roles = self.swarm.roles
-        start, ask, skip = [], [], []
+        waiting = (StepState.PENDING, StepState.READY)
+        skip: list[_Node] = []
+        while blocked := [n for n in nodes.values() if n.state in waiting
+                          and any(by_key[k].state in _BLOCKED for k in n.deps)]:
+            for node in blocked:  # until no more: a skipped step blocks its own dependents
+                node.state = StepState.SKIPPED
+            skip += blocked
+        start: list[_Node] = []
+        ask: list[_Node] = []
         for node in nodes.values():
-            if node.state not in (StepState.PENDING, StepState.READY):
+            if node.state not in waiting:
                 continue
-            deps = [by_key[k].state for k in node.deps]
-            if any(d in _BLOCKED for d in deps):
-                skip.append(node)
-            elif all(d == StepState.FINISHED for d in deps):
+            if all(by_key[k].state == StepState.FINISHED for k in node.deps):
                 if node.state == StepState.PENDING and (node.needs_approval
                                                         or roles[node.role].risky):
                     ask.append(node)

@@ -192,6 +192,23 @@ class StepRunner:
         log.info("step.failed objective=%s step=%s", step.objective_id, step.id)
         return StepState.FAILED
 
+    def fail_crashed(self, step_id: int, error: str) -> StepState:
+        """A bug inside a step's run: fail that step visibly instead of leaving it running."""
+        with self.swarm.db.tx() as s:
+            step = s.get(Step, step_id)
+            obj = s.get(Objective, step.objective_id) if step else None
+            if step is None or obj is None or step.state != StepState.RUNNING:
+                return StepState(step.state) if step else StepState.FAILED
+            for run in s.scalars(select(StepRun).where(StepRun.step_id == step_id,
+                                                       StepRun.state == RunState.RUNNING)):
+                run.error = error
+                set_run(run, RunState.FAILED)
+            set_step(step, StepState.FAILED)
+            step.error, step.finished_at = error, utcnow()
+            emit(s, obj.thread, StepFailed(obj.id, step.id, step.title, error))
+            audit(s, "swarm", "step.crashed", obj.id, step=step.key, error=error)
+        return StepState.FAILED
+
     def _wait_for_humans(self, claim: Claim, question: str, ctx: CallContext) -> StepState:
         with self.swarm.db.tx() as s:
             run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)

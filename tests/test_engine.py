@@ -160,3 +160,21 @@ async def test_tokens_and_cost_are_recorded_per_step_and_objective(swarm: Swarm)
     assert step_tokens == sum(r.prompt_tokens + r.completion_tokens for r in runs) > 0
     assert view.tokens == sum(c.prompt_tokens + c.completion_tokens for c in calls)
     assert view.cost > 0 and abs(view.cost - sum(c.cost for c in calls)) < 1e-12
+
+
+async def test_a_bug_inside_a_step_fails_that_step_and_the_objective_ends(
+        swarm: Swarm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from swarm import steps
+
+    async def broken_review(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(steps, "review", broken_review)
+    swarm.settings.max_troubleshoots_per_step = 0
+    view = await run_goal(swarm, GOAL)
+    steps_by_key = {st.key: st for st in view.steps}
+    assert view.state == "failed"
+    assert steps_by_key["s1"].state == "failed"
+    assert "internal error: ZeroDivisionError" in (steps_by_key["s1"].error or "")
+    assert {steps_by_key[k].state for k in ("s3", "s4", "s5")} == {"skipped"}
+    assert "StepFailed" in outbox_kinds(swarm, view.id)
