@@ -1,0 +1,165 @@
+"""Shared helpers for the benchmarks: DAG shapes, timing, PostgreSQL schemas, Markdown."""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere, installed or not
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+PG_URL = os.environ.get("THREADSWARM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+# -- DAG shapes -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Node:
+    key: str
+    deps: tuple[str, ...]
+    latency_s: float  # what one step costs in model time (worker + critic together)
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    nodes: tuple[Node, ...]
+    unit_s: float  # the L the shape was built with (for the tables)
+
+    @property
+    def size(self) -> int:
+        return len(self.nodes)
+
+    def _longest(self) -> dict[str, tuple[float, int]]:
+        """Per node: (latency, step count) of the longest path that ends with it."""
+        best: dict[str, tuple[float, int]] = {}
+        for n in self.nodes:  # nodes are listed in dependency order
+            before = max((best[d] for d in n.deps), default=(0.0, 0))
+            best[n.key] = (before[0] + n.latency_s, before[1] + 1)
+        return best
+
+    @property
+    def bound_s(self) -> float:
+        """The critical-path bound: no scheduler can finish sooner."""
+        return max(t for t, _ in self._longest().values())
+
+    @property
+    def depth(self) -> int:
+        """Steps on the critical path (the longest by steps when every latency is 0)."""
+        paths = self._longest().values()
+        if self.bound_s > 0:
+            return max(paths)[1]
+        return max(n for _, n in paths)
+
+
+def layered(layers: int, width: int, latency_s: float) -> Shape:
+    nodes: list[Node] = []
+    prev: tuple[str, ...] = ()
+    for i in range(layers):
+        keys = tuple(f"l{i}n{j}" for j in range(width))
+        nodes += [Node(k, prev, latency_s) for k in keys]
+        prev = keys
+    return Shape(f"layered {layers}x{width}", tuple(nodes), latency_s)
+
+
+def long_step_vs_chain(latency_s: float, chain: int = 4, long_factor: int = 4) -> Shape:
+    """One step of long_factor*L parallel to a chain of `chain` steps of L, then a join of L."""
+    nodes = [Node("long", (), long_factor * latency_s)]
+    prev: tuple[str, ...] = ()
+    for i in range(chain):
+        nodes.append(Node(f"c{i}", prev, latency_s))
+        prev = (f"c{i}",)
+    nodes.append(Node("join", ("long", f"c{chain - 1}"), latency_s))
+    return Shape(f"{long_factor}L || chain {chain}xL, join", tuple(nodes), latency_s)
+
+
+def chain(length: int, latency_s: float = 0.0) -> Shape:
+    nodes = [Node(f"s{i}", (f"s{i - 1}",) if i else (), latency_s) for i in range(length)]
+    return Shape(f"chain {length}", tuple(nodes), latency_s)
+
+
+def fan_out(width: int, latency_s: float = 0.0) -> Shape:
+    nodes = [Node(f"f{i}", (), latency_s) for i in range(width)]
+    nodes.append(Node("join", tuple(n.key for n in nodes), latency_s))
+    return Shape(f"fan-out {width}, join", tuple(nodes), latency_s)
+
+
+# -- measuring ----------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    wall_s: float
+    cpu_s: float
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+def pg_answers(url: str = PG_URL) -> bool:
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 2})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@contextmanager
+def pg_schema(url: str = PG_URL) -> Iterator[str]:
+    """A fresh schema on the PostgreSQL server, dropped afterwards; yields its URL."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f"create schema {schema}"))
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"drop schema {schema} cascade"))
+        admin.dispose()
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(out)
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def ms(seconds: float, digits: int = 1) -> str:
+    return fmt(seconds * 1000, digits)
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+            f"load average {load:.2f} at start")

@@ -1,0 +1,50 @@
+"""Run every benchmark (each in its own process) and print their Markdown, one after another.
+
+`make bench` runs this. `--quick` is passed on to the scripts that take it.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ["orchestration.py", "startup.py", "memory.py", "ack.py"]  # the last two if present
+
+
+def run(script: Path, quick: bool) -> tuple[str, int]:
+    """The script's stdout (Markdown) and exit code; its stderr goes straight to ours."""
+    command = [sys.executable, str(script)]
+    if quick and "--quick" in script.read_text():
+        command.append("--quick")
+    done = subprocess.run(command, cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
+    return done.stdout, done.returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run of each")
+    args = parser.parse_args()
+    print(f"# threadswarm benchmarks{' (quick)' if args.quick else ''}\n")
+    print(f"_{time.strftime('%Y-%m-%d %H:%M:%S')}; machines are noisy: compare the ratios "
+          "within one run, not absolute times across runs._\n", flush=True)
+    failed = []
+    for name in SCRIPTS:
+        script = HERE / name
+        if not script.exists():
+            continue
+        started = time.perf_counter()
+        print(f"<!-- bench/{name} -->", flush=True)
+        out, code = run(script, args.quick)
+        print(out.rstrip() + "\n", flush=True)
+        if code != 0:
+            failed.append(name)
+            print(f"**bench/{name} failed with exit code {code}** (its stderr is above).\n")
+        print(f"_bench/{name}: {time.perf_counter() - started:.0f} s_\n", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
