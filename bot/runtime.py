@@ -63,5 +63,5 @@ class Runtime:
         await self.swarm.shutdown()
         await self.dispatcher.stop()
         if self.memory is not None:
-            self.memory.flush()
+            await self.memory.aclose()  # cancels the debounced write and flushes the indexes
         self.db.close()

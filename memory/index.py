@@ -15,14 +15,14 @@ from memory.logfmt import log_event
 
 log = logging.getLogger(__name__)
 
-# Where an exact IndexFlatIP stops being the better choice. Measured by `bench/memory.py
-# --crossover` on this project's 2-core machine with real all-MiniLM-L6-v2 vectors (384-d):
-# single-query p50 of IndexFlatIP grows linearly (~0.13 us per stored vector: 0.30 ms at 2k,
-# 0.62 ms at 5k, 1.3 ms at 10k, 2.6 ms at 20k) while HNSW (M=32, efSearch=128) stays at
-# ~0.25-0.35 ms; the curves cross near 2,500 vectors. We switch a little above the crossing,
-# at 4,096, because below ~1 ms a flat index is still "instant", stays exact, supports real
-# removal and costs nothing to build, while an HNSW rebuild is paid on every compaction.
-HNSW_THRESHOLD = 4096
+# Where HNSW overtakes exact search: the crossover measured by `bench/memory.py` (table "Flat
+# vs HNSW single-query p50"), real all-MiniLM-L6-v2 vectors (384-d), 2 cores, k=10, best
+# p50 of three alternating passes of 1,000 queries through TeamIndex.search. With the chosen
+# HNSW (M=32, efConstruction=80, efSearch=64): flat 0.059 / HNSW 0.074 ms at 500 vectors,
+# 0.078 / 0.074 ms at 1,000, 0.108 / 0.084 at 1,500, 0.253 / 0.117 at 4,000, 0.765 / 0.265
+# at 8,000; flat grows linearly (~72 ms at 100k on a busy machine, ~13-17 ms when quiet).
+# So the curves cross at about 1,000 vectors, and a team switches to HNSW above that.
+HNSW_THRESHOLD = 1000
 
 
 class CorruptIndexError(Exception):
