@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from swarm.offline import OfflineProvider
+from tests.fakes.local_server import serve_locally
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,8 @@ class FakeOpenAI:
     async def start(self) -> FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._complete)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                                     shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_locally(app, handler_cancellation=True,
+                                                      shutdown_timeout=0.5)
         return self
 
     async def close(self) -> None:
