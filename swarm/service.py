@@ -108,8 +108,6 @@ class Swarm:
         self.tools = tools or default_tools()
         self.engine = Engine(self, executor)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.changed = asyncio.Event()
-        db.on_commit(self.changed.set)
 
     # -- background work -------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

@@ -65,6 +65,16 @@ def _book(session: Session, run: StepRun, ctx: CallContext) -> None:
     ctx.calls = []
 
 
+def _close_unsuccessful(session: Session, run: StepRun, ctx: CallContext, output: str | None,
+                        critique: str | None, error: str) -> None:
+    """End a run that produced no accepted output: rejected by the critic, or failed."""
+    run.output, run.critique, run.error = output, critique, error
+    if critique is not None:
+        run.approved = False
+    set_run(run, RunState.REJECTED if critique is not None else RunState.FAILED)
+    _book(session, run, ctx)
+
+
 class StepRunner:
     """Runs one step to a resting state: finished, failed or waiting for a human."""
 
@@ -180,11 +190,7 @@ class StepRunner:
         with self.swarm.db.tx() as s:
             run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
             assert run is not None and step is not None
-            run.output, run.critique, run.error = output, critique, error
-            if critique is not None:
-                run.approved = False
-            set_run(run, RunState.REJECTED if critique is not None else RunState.FAILED)
-            _book(s, run, ctx)
+            _close_unsuccessful(s, run, ctx, output, critique, error)
             set_step(step, StepState.FAILED)
             step.error, step.finished_at = error, utcnow()
             emit(s, claim.thread, StepFailed(step.objective_id, step.id, step.title, error))
@@ -267,11 +273,7 @@ class StepRunner:
         with sw.db.tx() as s:
             run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
             assert run is not None and step is not None
-            run.output, run.critique, run.error = output, critique, error
-            if critique is not None:
-                run.approved = False
-            set_run(run, RunState.REJECTED if critique is not None else RunState.FAILED)
-            _book(s, run, ctx)
+            _close_unsuccessful(s, run, ctx, output, critique, error)
             new_steps: list[Step] = []
             question: Question | None = None
             if decision.action == "retry":
