@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from swarm.models import Base
@@ -53,6 +53,15 @@ class Database:
     def tx(self) -> Iterator[Session]:
         with self.sessions.begin() as session:
             yield session
+        for callback in self._after_commit:
+            callback()
+
+    @contextmanager
+    def core(self) -> Iterator[Connection]:
+        """A transaction on a bare connection, for the hot path's prebuilt Core statements: a
+        step's claim and finish cost a fraction of an ORM session's unit of work."""
+        with self.engine.begin() as conn:
+            yield conn
         for callback in self._after_commit:
             callback()
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _BLOCKED = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
+_WAITING = (StepState.PENDING, StepState.READY)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -58,6 +59,31 @@ class _Drive:
     task: asyncio.Task[None] | None = None
     in_flight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     nodes: dict[int, _Node] = field(default_factory=dict)
+    by_key: dict[str, _Node] = field(default_factory=dict)
+    dependents: dict[str, list[_Node]] = field(default_factory=dict)
+    changed: list[_Node] = field(default_factory=list)  # came to rest since the last look
+    ready: dict[int, _Node] = field(default_factory=dict)  # startable, not started yet
+
+    def load(self, nodes: dict[int, _Node]) -> None:
+        self.nodes, self.changed, self.ready = nodes, [], {}
+        self.by_key = {n.key: n for n in nodes.values()}
+        self.dependents = {n.key: [] for n in nodes.values()}
+        for n in nodes.values():
+            for k in n.deps:
+                self.dependents[k].append(n)
+
+    def to_look_at(self, everything: bool) -> list[_Node]:
+        """The nodes whose readiness may have changed: all of them after a load, else the
+        ones that came to rest and their dependents (a chain of n steps stays O(n))."""
+        if everything:
+            return list(self.nodes.values())
+        seen: dict[int, _Node] = {}
+        for n in self.changed:
+            seen[n.id] = n
+            for d in self.dependents.get(n.key, ()):
+                seen[d.id] = d
+        self.changed = []
+        return list(seen.values())
 
 
 class Engine:
@@ -121,20 +147,23 @@ class Engine:
         limit = self.swarm.settings.max_concurrent_steps_per_objective
         try:
             while True:
-                if drive.reload:
+                everything = drive.reload
+                if everything:
                     drive.reload = False
-                    state, drive.nodes = self._load(objective_id)
-                nodes = drive.nodes
+                    state, nodes = self._load(objective_id)
+                    drive.load(nodes)
                 if state == ObjectiveState.RUNNING:
-                    for node in self._advance(objective_id, nodes):
+                    for node in self._advance(objective_id, drive, drive.to_look_at(everything)):
+                        drive.ready[node.id] = node
+                    for node in list(drive.ready.values()):
                         if len(drive.in_flight) >= limit:
                             break
-                        if node.id in drive.in_flight:
-                            continue
-                        drive.in_flight[node.id] = asyncio.create_task(
-                            self._run(objective_id, node.id, drive))
+                        del drive.ready[node.id]
+                        if node.id not in drive.in_flight and node.state in _WAITING:
+                            drive.in_flight[node.id] = asyncio.create_task(
+                                self._run(objective_id, node.id, drive))
                     if not drive.in_flight and all(n.state in TERMINAL_STEP
-                                                   for n in nodes.values()):
+                                                   for n in drive.nodes.values()):
                         self.swarm.finish_objective(objective_id)
                         return
                 if not drive.in_flight:
@@ -160,24 +189,26 @@ class Engine:
             # drive.nodes may have been reloaded meanwhile: update whatever is current
             if state is not None and (node := drive.nodes.get(step_id)) is not None:
                 node.state = state
+                drive.changed.append(node)
             drive.in_flight.pop(step_id, None)
             drive.wake.set()
 
-    def _advance(self, objective_id: int, nodes: dict[int, _Node]) -> list[_Node]:
+    def _advance(self, objective_id: int, drive: _Drive, look: list[_Node]) -> list[_Node]:
         """Skip what can never run, ask approval where needed; return the steps to start."""
-        by_key = {n.key: n for n in nodes.values()}
-        roles = self.swarm.roles
-        waiting = (StepState.PENDING, StepState.READY)
+        by_key, roles = drive.by_key, self.swarm.roles
         skip: list[_Node] = []
-        while blocked := [n for n in nodes.values() if n.state in waiting
-                          and any(by_key[k].state in _BLOCKED for k in n.deps)]:
-            for node in blocked:  # until no more: a skipped step blocks its own dependents
+        blocked = [n for n in look if n.state in _WAITING
+                   and any(by_key[k].state in _BLOCKED for k in n.deps)]
+        while blocked:  # until no more: a skipped step blocks its own dependents
+            for node in blocked:
                 node.state = StepState.SKIPPED
             skip += blocked
+            blocked = list({d.id: d for n in blocked for d in drive.dependents[n.key]
+                            if d.state in _WAITING}.values())
         start: list[_Node] = []
         ask: list[_Node] = []
-        for node in nodes.values():
-            if node.state not in waiting:
+        for node in look:
+            if node.state not in _WAITING:
                 continue
             if all(by_key[k].state == StepState.FINISHED for k in node.deps):
                 if node.state == StepState.PENDING and (node.needs_approval

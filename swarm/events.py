@@ -1,7 +1,7 @@
 """Typed events from the swarm to the humans, written to the outbox with the state change."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 
@@ -15,7 +15,9 @@ class Event:
         return type(self).__name__
 
     def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready fields; shallow where it can be (asdict's deep copy showed in profiles)."""
+        return {k: [asdict(x) for x in v] if isinstance(v, list) and v and is_dataclass(v[0])
+                else v for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import Session
 
 from swarm.events import Event, event_from_payload
-from swarm.models import OutboxEvent, ThreadRef, utcnow
+from swarm.models import OutboxEvent, ThreadRef, table, utcnow
 from swarm.redact import redact_value
 
+_INSERT = insert(table(OutboxEvent))
 
-def emit(session: Session, thread: ThreadRef, event: Event) -> None:
-    session.add(OutboxEvent(objective_id=event.objective_id, platform=thread.platform,
-                            thread_key=thread.key, kind=event.event_type, progress=event.progress,
-                            payload=redact_value(event.to_payload())))
+
+def emit(tx: Session | Connection, thread: ThreadRef, event: Event) -> None:
+    """Write the event in the caller's transaction (an ORM session or a Core connection)."""
+    tx.execute(_INSERT, {"objective_id": event.objective_id, "platform": thread.platform,
+                         "thread_key": thread.key, "kind": event.event_type,
+                         "progress": event.progress,
+                         "payload": redact_value(event.to_payload())})
 
 
 def pending(session: Session, platforms: list[str], limit: int = 500) -> list[OutboxEvent]:

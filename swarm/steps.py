@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from swarm import troubleshooter
@@ -21,9 +20,20 @@ from swarm.events import (
     StepTroubleshot,
 )
 from swarm.llm import CallContext, LLMError
-from swarm.models import Intervention, Note, Objective, Question, Step, StepRun, ThreadRef, utcnow
+from swarm.models import (
+    Intervention,
+    LLMCall,
+    Note,
+    Objective,
+    Question,
+    Step,
+    StepRun,
+    ThreadRef,
+    table,
+    utcnow,
+)
 from swarm.outbox import emit
-from swarm.states import ObjectiveState, RunState, StepState, check_transition
+from swarm.states import IllegalTransition, ObjectiveState, RunState, StepState, check_transition
 from swarm.tools import ToolContext
 from swarm.worker import StepBrief, review, run_worker
 
@@ -35,6 +45,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Claim:
+    objective_id: int
     step_id: int
     run_id: int
     attempt: int
@@ -42,6 +53,67 @@ class Claim:
     brief: StepBrief
     team_id: str
     thread: ThreadRef  # carried, so later transactions need not load the objective again
+
+
+@dataclass(frozen=True)
+class _Objective:
+    id: int
+    goal: str
+    team_id: str
+    thread: ThreadRef
+
+
+# The hot path (claim and finish, twice per step) runs these prebuilt Core statements: the
+# WHERE clause of each UPDATE is the state machine's check, and a statement built once compiles
+# once. Everything rarer goes through the ORM.
+_steps, _runs, _objectives = table(Step), table(StepRun), table(Objective)
+_notes, _questions = table(Note), table(Question)
+_CLAIM = (
+    update(_steps)
+    .where(_steps.c.id == bindparam("sid"),
+           _steps.c.state.in_([StepState.PENDING, StepState.READY]),
+           select(_objectives.c.id).where(_objectives.c.id == bindparam("oid"),
+                                          _objectives.c.state == ObjectiveState.RUNNING).exists())
+    .values(state=StepState.RUNNING, attempts=_steps.c.attempts + 1,
+            started_at=func.coalesce(_steps.c.started_at, bindparam("now")))
+    .returning(_steps.c.attempts, _steps.c.title, _steps.c.role, _steps.c.instructions,
+               _steps.c.depends_on, _steps.c.plan_version))
+_STATE_OF = select(_steps.c.state).where(_steps.c.id == bindparam("sid"))
+_INSERT_RUN = insert(_runs)
+_INPUTS = select(_steps.c.title, _steps.c.output).where(
+    _steps.c.objective_id == bindparam("oid"), _steps.c.plan_version == bindparam("pv"),
+    _steps.c.key.in_(bindparam("keys", expanding=True))).order_by(_steps.c.position)
+_NOTES = select(_notes.c.text).where(_notes.c.objective_id == bindparam("oid")) \
+    .order_by(_notes.c.id)
+_ANSWERS = select(_questions.c.text, _questions.c.answer).where(
+    _questions.c.step_id == bindparam("sid"), _questions.c.answer.is_not(None)
+).order_by(_questions.c.id)
+_LAST_CRITIQUE = select(_runs.c.critique).where(
+    _runs.c.step_id == bindparam("sid"), _runs.c.state == RunState.REJECTED
+).order_by(_runs.c.id.desc()).limit(1)
+_ACCEPT_RUN = (
+    update(_runs).where(_runs.c.id == bindparam("rid"), _runs.c.state == RunState.RUNNING)
+    .values(state=RunState.ACCEPTED, approved=True, output=bindparam("output"),
+            critique=bindparam("critique"), finished_at=bindparam("now"),
+            prompt_tokens=_runs.c.prompt_tokens + bindparam("pt"),
+            completion_tokens=_runs.c.completion_tokens + bindparam("ct"),
+            cost=_runs.c.cost + bindparam("cost")))
+_FINISH_STEP = (
+    update(_steps).where(_steps.c.id == bindparam("sid"), _steps.c.state == StepState.RUNNING)
+    .values(state=StepState.FINISHED, output=bindparam("output"), finished_at=bindparam("now")))
+_INSERT_CALLS = insert(table(LLMCall))
+_CALL_COLUMNS = tuple(c.key for c in table(LLMCall).c if c.key != "id")
+
+
+def _totals(ctx: CallContext) -> tuple[int, int, float]:
+    return (sum(c.prompt_tokens for c in ctx.calls), sum(c.completion_tokens for c in ctx.calls),
+            sum(c.cost for c in ctx.calls))
+
+
+def _values(call: LLMCall) -> dict[str, Any]:
+    values = {k: getattr(call, k) for k in _CALL_COLUMNS}
+    values["created_at"] = values["created_at"] or utcnow()
+    return values
 
 
 def set_step(step: Step, state: StepState) -> None:
@@ -80,44 +152,48 @@ class StepRunner:
 
     def __init__(self, swarm: Swarm) -> None:
         self.swarm = swarm
+        self._objectives: dict[int, _Objective] = {}
 
     def _claim(self, objective_id: int, step_id: int) -> Claim | StepState:
-        with self.swarm.db.tx() as s:
-            step = s.get(Step, step_id)
-            obj = s.get(Objective, objective_id)
-            assert step is not None and obj is not None
-            if obj.state != ObjectiveState.RUNNING or step.state not in (StepState.PENDING,
-                                                                           StepState.READY):
-                return StepState(step.state)  # someone else moved it: nothing to do
-            set_step(step, StepState.RUNNING)
-            step.attempts += 1
-            step.started_at = step.started_at or utcnow()
-            run = StepRun(step_id=step.id, objective_id=obj.id, attempt=step.attempts,
-                          state=RunState.RUNNING)
-            s.add(run)
-            s.flush()
-            emit(s, obj.thread, StepStarted(obj.id, step.id, step.title, step.role, step.attempts))
-            return Claim(step.id, run.id, step.attempts, step.role,
-                         self._brief(s, obj, step), obj.team_id, obj.thread)
+        obj = self._objective(objective_id)
+        now = utcnow()
+        with self.swarm.db.core() as c:
+            step = c.execute(_CLAIM, {"sid": step_id, "oid": objective_id, "now": now}).first()
+            if step is None:  # paused, cancelled, or someone else moved it: nothing to do
+                return StepState(c.execute(_STATE_OF, {"sid": step_id}).scalar_one())
+            run_id: int = c.execute(_INSERT_RUN, {
+                "step_id": step_id, "objective_id": objective_id, "attempt": step.attempts,
+                "state": RunState.RUNNING, "started_at": now}).inserted_primary_key[0]  # type: ignore[index]
+            emit(c, obj.thread, StepStarted(objective_id, step_id, step.title, step.role,
+                                            step.attempts))
+            return Claim(objective_id, step_id, run_id, step.attempts, step.role,
+                         self._brief(c, obj, step_id, step), obj.team_id, obj.thread)
 
-    def _brief(self, s: Session, obj: Objective, step: Step) -> StepBrief:
-        deps: Iterable[Step] = s.scalars(select(Step).where(Step.objective_id == obj.id,
-                                            Step.plan_version == step.plan_version,
-                                            Step.key.in_(step.depends_on))) \
-            if step.depends_on else []
-        notes = s.scalars(select(Note.text).where(Note.objective_id == obj.id).order_by(Note.id))
+    def _objective(self, objective_id: int) -> _Objective:
+        """An objective's goal, team and thread, which never change: read once, then kept."""
+        if (known := self._objectives.get(objective_id)) is None:
+            with self.swarm.db.read() as s:
+                obj = s.get(Objective, objective_id)
+                assert obj is not None
+                known = _Objective(obj.id, obj.goal, obj.team_id, obj.thread)
+            if len(self._objectives) >= 4096:
+                self._objectives.pop(next(iter(self._objectives)))
+            self._objectives[objective_id] = known
+        return known
+
+    def _brief(self, c: Connection, obj: _Objective, step_id: int, step: Row[Any]) -> StepBrief:
+        inputs: list[tuple[str, str]] = []
+        if step.depends_on:
+            inputs = [(t, o or "") for t, o in c.execute(_INPUTS, {
+                "oid": obj.id, "pv": step.plan_version, "keys": list(step.depends_on)})]
+        notes = list(c.scalars(_NOTES, {"oid": obj.id}))
         answers: list[tuple[str, str]] = []
         last: str | None = None
         if step.attempts > 1:  # a first attempt has asked nothing and been rejected by no one
-            answered = s.execute(select(Question.text, Question.answer).where(
-                Question.step_id == step.id, Question.answer.is_not(None)).order_by(Question.id))
-            answers = [(q, a or "") for q, a in answered]
-            last = s.scalars(select(StepRun.critique).where(
-                StepRun.step_id == step.id, StepRun.state == RunState.REJECTED)
-                .order_by(StepRun.id.desc()).limit(1)).first()
+            answers = [(q, a or "") for q, a in c.execute(_ANSWERS, {"sid": step_id})]
+            last = c.scalar(_LAST_CRITIQUE, {"sid": step_id})
         return StepBrief(goal=obj.goal, title=step.title, instructions=step.instructions,
-                         inputs=[(d.title, d.output or "") for d in deps], notes=list(notes),
-                         answers=answers, critique=last)
+                         inputs=inputs, notes=notes, answers=answers, critique=last)
 
     async def run(self, objective_id: int, step_id: int) -> StepState:
         claim = self._claim(objective_id, step_id)
@@ -169,20 +245,25 @@ class StepRunner:
         self.swarm.remember_later(claim.team_id, f"Critic on '{step.title}': {critique}",
                                   "critique", step.objective_id)
         claim.brief.critique = critique
-        return Claim(claim.step_id, nxt.id, step.attempts, claim.role, claim.brief, claim.team_id,
-                     claim.thread)
+        return Claim(claim.objective_id, claim.step_id, nxt.id, step.attempts, claim.role,
+                     claim.brief, claim.team_id, claim.thread)
 
     def _finish(self, claim: Claim, output: str, critique: str, ctx: CallContext) -> StepState:
-        with self.swarm.db.tx() as s:
-            run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
-            assert run is not None and step is not None
-            run.output, run.approved, run.critique = output, True, critique
-            set_run(run, RunState.ACCEPTED)
-            _book(s, run, ctx)
-            set_step(step, StepState.FINISHED)
-            step.output, step.finished_at = output, utcnow()
-            emit(s, claim.thread, StepFinished(step.objective_id, step.id, step.title, step.role,
-                                               output))
+        now = utcnow()
+        prompt, completion, cost = _totals(ctx)
+        with self.swarm.db.core() as c:
+            done = c.execute(_ACCEPT_RUN, {"rid": claim.run_id, "output": output,
+                                           "critique": critique, "now": now, "pt": prompt,
+                                           "ct": completion, "cost": cost}).rowcount
+            moved = c.execute(_FINISH_STEP, {"sid": claim.step_id, "output": output,
+                                             "now": now}).rowcount
+            if not done or not moved:  # rolled back: the run or step is no longer running
+                raise IllegalTransition(f"step {claim.step_id} is no longer running")
+            if ctx.calls:
+                c.execute(_INSERT_CALLS, [_values(call) for call in ctx.calls])
+                ctx.calls = []
+            emit(c, claim.thread, StepFinished(claim.objective_id, claim.step_id,
+                                               claim.brief.title, claim.role, output))
         return StepState.FINISHED
 
     def _fail(self, claim: Claim, error: str, ctx: CallContext, output: str | None = None,
