@@ -7,16 +7,17 @@ import re
 from typing import Any
 
 _PATTERNS = [
-    re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{16,}"),
-    re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
-    re.compile(r"\bxapp-[A-Za-z0-9\-]{10,}"),
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
-    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
-    re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"),
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-]{16,}"),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-    re.compile(r"(?i)\b(password|passwd|secret|api[_-]?key|token)\s*[:=]\s*[^\s,;]{6,}"),
+    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{16,}",
+    r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
+    r"\bxapp-[A-Za-z0-9\-]{10,}",
+    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
+    r"\bAKIA[0-9A-Z]{16}\b",
+    r"\bAIza[0-9A-Za-z_\-]{30,}",
+    r"(?i:\bbearer\s+[A-Za-z0-9._\-]{16,})",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    r"(?i:\b(?:password|passwd|secret|api[_-]?key|token)\s*[:=]\s*[^\s,;]{6,})",
 ]
+_ANY = re.compile("|".join(f"(?:{p})" for p in _PATTERNS))  # one pass over the text, not nine
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$")
 MASK = "[redacted]"
 
@@ -37,9 +38,7 @@ def _env_secrets() -> list[str]:
 def redact(text: str) -> str:
     for value in _env_secrets():
         text = text.replace(value, MASK)
-    for pattern in _PATTERNS:
-        text = pattern.sub(MASK, text)
-    return text
+    return _ANY.sub(MASK, text)
 
 
 def redact_value(value: Any) -> Any:
