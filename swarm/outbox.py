@@ -13,12 +13,11 @@ from swarm.redact import redact_value
 _INSERT = insert(table(OutboxEvent))
 
 
-def emit(tx: Session | Connection, thread: ThreadRef, event: Event) -> None:
-    """Write the event in the caller's transaction (an ORM session or a Core connection)."""
-    tx.execute(_INSERT, {"objective_id": event.objective_id, "platform": thread.platform,
-                         "thread_key": thread.key, "kind": event.event_type,
-                         "progress": event.progress,
-                         "payload": redact_value(event.to_payload())})
+def emit(tx: Session | Connection, thread: ThreadRef, *events: Event) -> None:
+    """Write the events, in order, in the caller's transaction (ORM session or Core)."""
+    tx.execute(_INSERT, [{"objective_id": e.objective_id, "platform": thread.platform,
+                          "thread_key": thread.key, "kind": e.event_type, "progress": e.progress,
+                          "payload": redact_value(e.to_payload())} for e in events])
 
 
 def pending(session: Session, platforms: list[str], limit: int = 500) -> list[OutboxEvent]:

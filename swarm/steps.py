@@ -1,9 +1,11 @@
 """One step's execution: claim, work, review, revise, record; each transition committed first."""
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from swarm.service import Swarm
 
 log = logging.getLogger(__name__)
+Q = TypeVar("Q")
+R = TypeVar("R")
 
 
 @dataclass
@@ -70,19 +74,19 @@ _steps, _runs, _objectives = table(Step), table(StepRun), table(Objective)
 _notes, _questions = table(Note), table(Question)
 _CLAIM = (
     update(_steps)
-    .where(_steps.c.id == bindparam("sid"),
+    .where(_steps.c.id.in_(bindparam("sids", expanding=True)),
            _steps.c.state.in_([StepState.PENDING, StepState.READY]),
            select(_objectives.c.id).where(_objectives.c.id == bindparam("oid"),
                                           _objectives.c.state == ObjectiveState.RUNNING).exists())
     .values(state=StepState.RUNNING, attempts=_steps.c.attempts + 1,
             started_at=func.coalesce(_steps.c.started_at, bindparam("now")))
-    .returning(_steps.c.attempts, _steps.c.title, _steps.c.role, _steps.c.instructions,
-               _steps.c.depends_on, _steps.c.plan_version))
-_STATE_OF = select(_steps.c.state).where(_steps.c.id == bindparam("sid"))
-_INSERT_RUN = insert(_runs)
-_INPUTS = select(_steps.c.title, _steps.c.output).where(
-    _steps.c.objective_id == bindparam("oid"), _steps.c.plan_version == bindparam("pv"),
-    _steps.c.key.in_(bindparam("keys", expanding=True))).order_by(_steps.c.position)
+    .returning(_steps.c.id, _steps.c.attempts, _steps.c.title, _steps.c.role,
+               _steps.c.instructions, _steps.c.depends_on, _steps.c.plan_version))
+_STATES_OF = select(_steps.c.id, _steps.c.state).where(
+    _steps.c.id.in_(bindparam("sids", expanding=True)))
+_INSERT_RUNS = insert(_runs).returning(_runs.c.id, _runs.c.step_id, sort_by_parameter_order=True)
+_INPUTS = select(_steps.c.plan_version, _steps.c.key, _steps.c.title, _steps.c.output).where(
+    _steps.c.objective_id == bindparam("oid"), _steps.c.key.in_(bindparam("keys", expanding=True)))
 _NOTES = select(_notes.c.text).where(_notes.c.objective_id == bindparam("oid")) \
     .order_by(_notes.c.id)
 _ANSWERS = select(_questions.c.text, _questions.c.answer).where(
@@ -103,6 +107,39 @@ _FINISH_STEP = (
     .values(state=StepState.FINISHED, output=bindparam("output"), finished_at=bindparam("now")))
 _INSERT_CALLS = insert(table(LLMCall))
 _CALL_COLUMNS = tuple(c.key for c in table(LLMCall).c if c.key != "id")
+
+
+_Accepted = tuple[Claim, str, str, CallContext]  # claim, output, the critic's words, calls
+
+
+class _Turn(Generic[Q, R]):
+    """Requests made during one turn of the event loop, served together on the next turn."""
+
+    def __init__(self, serve: Callable[[list[Q]], list[R | Exception]]) -> None:
+        self._serve = serve
+        self._waiting: list[tuple[Q, asyncio.Future[R]]] = []
+
+    async def __call__(self, request: Q) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._waiting.append((request, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            results = self._serve([request for request, _ in waiting])
+        except Exception as exc:  # the transaction rolled back: every waiter sees why
+            results = [exc] * len(waiting)
+        for (_, future), result in zip(waiting, results, strict=True):
+            if future.done():  # its task was cancelled: a claimed step stays running until
+                continue       # recover() runs it again after a restart
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 def _totals(ctx: CallContext) -> tuple[int, int, float]:
@@ -153,21 +190,48 @@ class StepRunner:
     def __init__(self, swarm: Swarm) -> None:
         self.swarm = swarm
         self._objectives: dict[int, _Objective] = {}
+        # Steps of a DAG layer start, and finish, in the same turn of the loop: each of the two
+        # transitions is written for all of them in one transaction.
+        self._claim: _Turn[tuple[int, int], Claim | StepState] = _Turn(self._claim_all)
+        self._finish: _Turn[_Accepted, StepState] = _Turn(self._finish_all)
 
-    def _claim(self, objective_id: int, step_id: int) -> Claim | StepState:
+    def _claim_all(self, requests: list[tuple[int, int]]) -> list[Claim | StepState | Exception]:
+        """Claims asked for in one turn of the loop: one transaction per objective."""
+        by_objective: dict[int, list[int]] = {}
+        for objective_id, step_id in requests:
+            by_objective.setdefault(objective_id, []).append(step_id)
+        done: dict[tuple[int, int], Claim | StepState | Exception] = {}
+        for objective_id, step_ids in by_objective.items():
+            try:
+                claims = self._claim_many(objective_id, step_ids)
+                done.update(((objective_id, sid), claims[sid]) for sid in step_ids)
+            except Exception as exc:  # those steps fail (the engine's crash path), not others
+                done.update(((objective_id, sid), exc) for sid in step_ids)
+        return [done[r] for r in requests]
+
+    def _claim_many(self, objective_id: int, step_ids: list[int]) -> dict[int, Claim | StepState]:
         obj = self._objective(objective_id)
         now = utcnow()
         with self.swarm.db.core() as c:
-            step = c.execute(_CLAIM, {"sid": step_id, "oid": objective_id, "now": now}).first()
-            if step is None:  # paused, cancelled, or someone else moved it: nothing to do
-                return StepState(c.execute(_STATE_OF, {"sid": step_id}).scalar_one())
-            run_id: int = c.execute(_INSERT_RUN, {
-                "step_id": step_id, "objective_id": objective_id, "attempt": step.attempts,
-                "state": RunState.RUNNING, "started_at": now}).inserted_primary_key[0]  # type: ignore[index]
-            emit(c, obj.thread, StepStarted(objective_id, step_id, step.title, step.role,
-                                            step.attempts))
-            return Claim(objective_id, step_id, run_id, step.attempts, step.role,
-                         self._brief(c, obj, step_id, step), obj.team_id, obj.thread)
+            steps = {r.id: r for r in c.execute(_CLAIM, {"sids": step_ids, "oid": objective_id,
+                                                         "now": now})}
+            out: dict[int, Claim | StepState] = {  # paused, cancelled, or moved by another
+                sid: StepState(state) for sid, state in c.execute(_STATES_OF, {
+                    "sids": [sid for sid in step_ids if sid not in steps]})} \
+                if len(steps) < len(step_ids) else {}
+            if not steps:
+                return out
+            runs = c.execute(_INSERT_RUNS, [
+                {"step_id": sid, "objective_id": objective_id, "attempt": st.attempts,
+                 "state": RunState.RUNNING, "started_at": now} for sid, st in steps.items()])
+            run_ids = {step_id: run_id for run_id, step_id in runs}
+            emit(c, obj.thread, *(StepStarted(objective_id, sid, st.title, st.role, st.attempts)
+                                  for sid, st in steps.items()))
+            briefs = self._briefs(c, obj, steps)
+            for sid, st in steps.items():
+                out[sid] = Claim(objective_id, sid, run_ids[sid], st.attempts, st.role,
+                                 briefs[sid], obj.team_id, obj.thread)
+        return out
 
     def _objective(self, objective_id: int) -> _Objective:
         """An objective's goal, team and thread, which never change: read once, then kept."""
@@ -181,22 +245,29 @@ class StepRunner:
             self._objectives[objective_id] = known
         return known
 
-    def _brief(self, c: Connection, obj: _Objective, step_id: int, step: Row[Any]) -> StepBrief:
-        inputs: list[tuple[str, str]] = []
-        if step.depends_on:
-            inputs = [(t, o or "") for t, o in c.execute(_INPUTS, {
-                "oid": obj.id, "pv": step.plan_version, "keys": list(step.depends_on)})]
+    def _briefs(self, c: Connection, obj: _Objective,
+                steps: dict[int, Row[Any]]) -> dict[int, StepBrief]:
+        wanted = {(st.plan_version, k) for st in steps.values() for k in st.depends_on or ()}
+        outputs: dict[tuple[int, str], tuple[str, str]] = {}
+        if wanted:
+            outputs = {(pv, key): (title, output or "") for pv, key, title, output in c.execute(
+                _INPUTS, {"oid": obj.id, "keys": sorted({k for _, k in wanted})})}
         notes = list(c.scalars(_NOTES, {"oid": obj.id}))
-        answers: list[tuple[str, str]] = []
-        last: str | None = None
-        if step.attempts > 1:  # a first attempt has asked nothing and been rejected by no one
-            answers = [(q, a or "") for q, a in c.execute(_ANSWERS, {"sid": step_id})]
-            last = c.scalar(_LAST_CRITIQUE, {"sid": step_id})
-        return StepBrief(goal=obj.goal, title=step.title, instructions=step.instructions,
-                         inputs=inputs, notes=notes, answers=answers, critique=last)
+        briefs: dict[int, StepBrief] = {}
+        for sid, st in steps.items():
+            answers: list[tuple[str, str]] = []
+            last: str | None = None
+            if st.attempts > 1:  # a first attempt has asked nothing and been rejected by no one
+                answers = [(q, a or "") for q, a in c.execute(_ANSWERS, {"sid": sid})]
+                last = c.scalar(_LAST_CRITIQUE, {"sid": sid})
+            inputs = [outputs[(st.plan_version, k)] for k in st.depends_on or ()
+                      if (st.plan_version, k) in outputs]
+            briefs[sid] = StepBrief(goal=obj.goal, title=st.title, instructions=st.instructions,
+                                    inputs=inputs, notes=notes, answers=answers, critique=last)
+        return briefs
 
     async def run(self, objective_id: int, step_id: int) -> StepState:
-        claim = self._claim(objective_id, step_id)
+        claim = await self._claim((objective_id, step_id))
         if not isinstance(claim, Claim):
             return claim
         sw = self.swarm
@@ -220,7 +291,7 @@ class StepRunner:
             except LLMError as exc:
                 return await self._troubleshoot(claim, str(exc), ctx)
             if verdict.approved:
-                return self._finish(claim, output, verdict.critique, ctx)
+                return await self._finish((claim, output, verdict.critique, ctx))
             if claim.attempt > sw.settings.max_revisions and \
                     claim.attempt > sw.settings.max_revisions + self._revision_base(claim):
                 return await self._troubleshoot(
@@ -248,23 +319,33 @@ class StepRunner:
         return Claim(claim.objective_id, claim.step_id, nxt.id, step.attempts, claim.role,
                      claim.brief, claim.team_id, claim.thread)
 
-    def _finish(self, claim: Claim, output: str, critique: str, ctx: CallContext) -> StepState:
+    def _finish_all(self, requests: list[_Accepted]) -> list[StepState | Exception]:
+        """Accepted outputs recorded in one turn of the loop: one transaction for all of them."""
         now = utcnow()
-        prompt, completion, cost = _totals(ctx)
+        out: list[StepState | Exception] = []
+        calls: list[dict[str, Any]] = []
+        events: list[tuple[ThreadRef, StepFinished]] = []
         with self.swarm.db.core() as c:
-            done = c.execute(_ACCEPT_RUN, {"rid": claim.run_id, "output": output,
-                                           "critique": critique, "now": now, "pt": prompt,
-                                           "ct": completion, "cost": cost}).rowcount
-            moved = c.execute(_FINISH_STEP, {"sid": claim.step_id, "output": output,
-                                             "now": now}).rowcount
-            if not done or not moved:  # rolled back: the run or step is no longer running
-                raise IllegalTransition(f"step {claim.step_id} is no longer running")
-            if ctx.calls:
-                c.execute(_INSERT_CALLS, [_values(call) for call in ctx.calls])
+            for claim, output, critique, ctx in requests:
+                if not c.execute(_FINISH_STEP, {"sid": claim.step_id, "output": output,
+                                                "now": now}).rowcount:
+                    out.append(IllegalTransition(f"step {claim.step_id} is no longer running"))
+                    continue  # cancelled meanwhile: its run was closed with it
+                prompt, completion, cost = _totals(ctx)
+                if not c.execute(_ACCEPT_RUN, {"rid": claim.run_id, "output": output,
+                                               "critique": critique, "now": now, "pt": prompt,
+                                               "ct": completion, "cost": cost}).rowcount:
+                    raise IllegalTransition(f"run {claim.run_id} of a running step is not running")
+                calls += [_values(call) for call in ctx.calls]
                 ctx.calls = []
-            emit(c, claim.thread, StepFinished(claim.objective_id, claim.step_id,
-                                               claim.brief.title, claim.role, output))
-        return StepState.FINISHED
+                events.append((claim.thread, StepFinished(claim.objective_id, claim.step_id,
+                                                          claim.brief.title, claim.role, output)))
+                out.append(StepState.FINISHED)
+            if calls:
+                c.execute(_INSERT_CALLS, calls)
+            for thread, event in events:
+                emit(c, thread, event)
+        return out
 
     def _fail(self, claim: Claim, error: str, ctx: CallContext, output: str | None = None,
               critique: str | None = None) -> StepState:
