@@ -159,6 +159,14 @@ def troubleshoot_decision(prompt: str) -> dict[str, Any]:
     return decision
 
 
+def marked_latency(messages: list[dict[str, Any]]) -> float | None:
+    """The `[latency:N]` marker of a prompt, in seconds (None: no marker)."""
+    for m in messages:
+        if (found := _LATENCY.search(str(m.get("content") or ""))) is not None:
+            return float(found.group(1)) / 1000
+    return None
+
+
 def _seconds(timeout: Any) -> float | None:
     return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None
 
@@ -190,10 +198,8 @@ class OfflineProvider(CustomLLM):
         return reply
 
     def latency_for(self, messages: list[dict[str, Any]]) -> float:
-        for m in messages:
-            if (found := _LATENCY.search(str(m.get("content") or ""))) is not None:
-                return float(found.group(1)) / 1000
-        return self.latency_s
+        marked = marked_latency(messages)
+        return self.latency_s if marked is None else marked
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
         timeout = _seconds(kwargs.get("timeout"))
