@@ -286,11 +286,12 @@ class Swarm:
         if approval.kind == "plan":
             if approve:
                 set_objective(obj, ObjectiveState.RUNNING)
-                plan = "; ".join(f"{st.key} {st.role}: {st.title}" for st in s.scalars(
-                    select(Step).where(Step.objective_id == obj.id,
-                                       Step.plan_version == obj.plan_version)))
-                self.remember_later(obj.team_id, f"Approved plan for '{obj.goal}': {plan}",
-                                    "plan", obj.id, user)
+                if self.memory is not None:
+                    plan = "; ".join(f"{key} {role}: {title}" for key, role, title in s.execute(
+                        select(Step.key, Step.role, Step.title).where(
+                            Step.objective_id == obj.id, Step.plan_version == obj.plan_version)))
+                    self.remember_later(obj.team_id, f"Approved plan for '{obj.goal}': {plan}",
+                                        "plan", obj.id, user)
             else:
                 self._end(s, obj, ObjectiveState.CANCELLED, f"The plan was rejected by {user}.")
         elif approval.kind == "budget":

@@ -58,8 +58,10 @@ class ObjectiveView:
 
 
 def objective_view(s: Session, obj: Objective) -> ObjectiveView:
-    steps = s.scalars(select(Step).where(Step.objective_id == obj.id,
-                                         Step.plan_version == obj.plan_version)
+    steps = s.execute(select(Step.id, Step.key, Step.title, Step.role, Step.state, Step.attempts,
+                             Step.depends_on, Step.output, Step.error, Step.started_at,
+                             Step.finished_at)  # columns, not entities: read, never changed
+                      .where(Step.objective_id == obj.id, Step.plan_version == obj.plan_version)
                       .order_by(Step.position))
     by_step = step_spend(s, obj.id, with_totals=True)
     total = by_step.pop(None, Spend())
