@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from swarm.models import AuditEntry, AuditHead
+from swarm.models import AuditEntry, AuditHead, table
 from swarm.redact import redact_value
 
 GENESIS = "0" * 64
@@ -23,19 +23,28 @@ def _digest(prev: str, at: str, actor: str, action: str, objective_id: int | Non
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+_head, _entries = table(AuditHead), table(AuditEntry)
+_HEAD = select(_head.c.hash).where(_head.c.id == 1).with_for_update()
+_NEW_HEAD = insert(_head)
+_MOVE_HEAD = update(_head).where(_head.c.id == 1)
+_APPEND = insert(_entries)
+
+
 def audit(session: Session, actor: str, action: str, objective_id: int | None = None,
           **detail: Any) -> None:
-    """Append one entry in the caller's transaction; the head row lock keeps the chain linear."""
-    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
-    if head is None:
-        head = AuditHead(id=1, hash=GENESIS)
-        session.add(head)
+    """Append one entry in the caller's transaction; the head row lock keeps the chain linear.
+    Core statements: an entry is written and never loaded again in the same session."""
+    prev = session.execute(_HEAD).scalar()
     clean = redact_value(detail)
     at = datetime.now(UTC).isoformat()
-    digest = _digest(head.hash, at, actor, action, objective_id, clean)
-    session.add(AuditEntry(at=at, actor=actor, action=action, objective_id=objective_id,
-                           detail=clean, prev_hash=head.hash, hash=digest))
-    head.hash = digest
+    digest = _digest(prev or GENESIS, at, actor, action, objective_id, clean)
+    session.execute(_APPEND, {"at": at, "actor": actor, "action": action,
+                              "objective_id": objective_id, "detail": clean,
+                              "prev_hash": prev or GENESIS, "hash": digest})
+    if prev is None:
+        session.execute(_NEW_HEAD, {"id": 1, "hash": digest})
+    else:
+        session.execute(_MOVE_HEAD, {"hash": digest})
 
 
 @dataclass(frozen=True)
