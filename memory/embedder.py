@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from memory.batching import EncodeBatcher
+from memory.deferred_imports import deferred_imports
 from memory.logfmt import log_event
 
 if TYPE_CHECKING:
@@ -106,7 +107,8 @@ class Embedder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         # A progress bar per start-up is noise in a bot's logs (read when transformers loads).
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        from sentence_transformers import SentenceTransformer
+        with deferred_imports():  # sklearn and scipy: only sparse and training paths call them
+            from sentence_transformers import SentenceTransformer
 
         source = self.model_name or default_model_path()
         started = time.perf_counter()

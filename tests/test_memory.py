@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -296,3 +298,32 @@ def test_hnsw_tombstones_are_compacted_away_without_re_embedding() -> None:
     index.remove(range(16, 31))  # past 10%: the graph is rebuilt from its own vectors
     assert index.stored == index.ntotal == 170 and not index.tombstones
     assert index.search(vectors[100], 1)[0][0] == 101
+
+
+# A fresh interpreter: whatever this test session imported before must not count.
+DEFERRED_IMPORTS_CHECK = """
+import sys
+import numpy as np
+import torch
+from memory import Embedder
+
+Embedder().encode_sync(["x"])
+loaded = sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy"})
+assert not loaded, f"loading the model imported {loaded}"
+
+from sentence_transformers.util import manhattan_sim
+from transformers.loss.loss_for_object_detection import linear_sum_assignment
+
+sparse = torch.tensor([[1.0, 0.0, 2.0]]).to_sparse()
+assert manhattan_sim(sparse, torch.tensor([[0.0, 1.0, 2.0]]).to_sparse()).item() == -2.0
+rows, cols = linear_sum_assignment(np.array([[4.0, 1.0], [2.0, 8.0]]))
+assert list(cols) == [1, 0]
+"""
+
+
+def test_the_model_loads_without_sklearn_and_scipy_yet_their_callers_still_work() -> None:
+    """sentence-transformers imports them at load for sparse and training paths only: they
+    stay unloaded (~70 MB resident, see memory/deferred_imports.py) until such a path runs."""
+    subprocess.run([sys.executable, "-c", DEFERRED_IMPORTS_CHECK], check=True, timeout=300,
+                   cwd=Path(__file__).resolve().parents[1],
+                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
