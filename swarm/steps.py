@@ -82,6 +82,7 @@ _CLAIM = (
             started_at=func.coalesce(_steps.c.started_at, bindparam("now")))
     .returning(_steps.c.id, _steps.c.attempts, _steps.c.title, _steps.c.role,
                _steps.c.instructions, _steps.c.depends_on, _steps.c.plan_version))
+_STATE_OF = select(_steps.c.state).where(_steps.c.id == bindparam("sid"))
 _STATES_OF = select(_steps.c.id, _steps.c.state).where(
     _steps.c.id.in_(bindparam("sids", expanding=True)))
 _INSERT_RUNS = insert(_runs).returning(_runs.c.id, _runs.c.step_id, sort_by_parameter_order=True)
@@ -273,7 +274,8 @@ class StepRunner:
             inputs = [outputs[(st.plan_version, k)] for k in st.depends_on or ()
                       if (st.plan_version, k) in outputs]
             briefs[sid] = StepBrief(goal=obj.goal, title=st.title, instructions=st.instructions,
-                                    inputs=inputs, notes=notes, answers=answers, critique=last)
+                                    inputs=inputs, notes=list(notes), answers=answers,
+                                    critique=last)
         return briefs
 
     async def run(self, objective_id: int, step_id: int) -> StepState:
@@ -337,17 +339,20 @@ class StepRunner:
         events: list[tuple[ThreadRef, StepFinished]] = []
         with self.swarm.db.core() as c:
             for claim, output, critique, ctx in requests:
+                calls += [_values(call) for call in ctx.calls]  # made and paid for, whatever
+                prompt, completion, cost = _totals(ctx)                # happens next
+                ctx.calls = []
                 if not c.execute(_FINISH_STEP, {"sid": claim.step_id, "output": output,
                                                 "now": now}).rowcount:
-                    out.append(IllegalTransition(f"step {claim.step_id} is no longer running"))
-                    continue  # cancelled meanwhile: its run was closed with it
-                prompt, completion, cost = _totals(ctx)
+                    # cancelled meanwhile (e.g. from another process): its run was closed
+                    # with it, and the others in the batch go on
+                    out.append(StepState(c.execute(_STATE_OF, {"sid": claim.step_id})
+                                         .scalar_one()))
+                    continue
                 if not c.execute(_ACCEPT_RUN, {"rid": claim.run_id, "output": output,
                                                "critique": critique, "now": now, "pt": prompt,
                                                "ct": completion, "cost": cost}).rowcount:
                     raise IllegalTransition(f"run {claim.run_id} of a running step is not running")
-                calls += [_values(call) for call in ctx.calls]
-                ctx.calls = []
                 events.append((claim.thread, StepFinished(claim.objective_id, claim.step_id,
                                                           claim.brief.title, claim.role, output)))
                 out.append(StepState.FINISHED)

@@ -178,3 +178,50 @@ async def test_a_bug_inside_a_step_fails_that_step_and_the_objective_ends(
     assert "internal error: ZeroDivisionError" in (steps_by_key["s1"].error or "")
     assert {steps_by_key[k].state for k in ("s3", "s4", "s5")} == {"skipped"}
     assert "StepFailed" in outbox_kinds(swarm, view.id)
+
+
+async def test_a_cancel_from_another_process_loses_no_other_objectives_results(
+        swarm: Swarm, tmp_path, db_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Steps that finish together are recorded together: one of them cancelled meanwhile (here
+    by a second process on the same database) must not take the others down with it."""
+    import asyncio
+
+    from swarm import steps
+    from swarm.db import Database
+    from swarm.models import ThreadRef
+    from tests.conftest import make_settings
+
+    gate, reviewing, real_review = asyncio.Event(), set(), steps.review
+
+    async def gated_review(llm, role, brief, output, ctx):  # type: ignore[no-untyped-def]
+        reviewing.add(ctx.step_id)
+        await gate.wait()
+        return await real_review(llm, role, brief, output, ctx)
+
+    monkeypatch.setattr(steps, "review", gated_review)
+    ids = []
+    for n in (1, 2):
+        thread = ThreadRef("console", "team-a", "general", f"t-{n}")
+        ids.append((await swarm.start_objective(GOAL, thread, "alice", f"evt-{n}")).objective_id)
+    await swarm.join()
+    for oid in ids:
+        await swarm.decide(swarm.pending_approvals(oid)[0].id, "alice", True)
+    while len(reviewing) < 4:  # s1 and s2 of both objectives wait for their critic
+        await asyncio.sleep(0.01)
+    other_db = Database.connect(db_url)
+    other = Swarm(make_settings(tmp_path, db_url), other_db)
+    assert (await other.cancel(ids[0], "bob")).ok
+    await other.shutdown()
+    other_db.close()
+    gate.set()
+    monkeypatch.setattr(steps, "review", real_review)
+    kept = await approve_all(swarm, ids[1])
+    await swarm.join()
+    cancelled = swarm.view(ids[0])
+    assert cancelled is not None and cancelled.state == "cancelled"
+    assert {st.key: st.state for st in cancelled.steps}["s1"] == "cancelled"
+    assert kept.state == "finished" and all(st.output for st in kept.steps)
+    with swarm.db.read() as s:  # the cancelled steps' critic calls were made: they are booked
+        booked = s.scalar(select(func.count()).select_from(LLMCall).where(
+            LLMCall.objective_id == ids[0], LLMCall.tier == "fast"))
+    assert booked == 2
