@@ -39,6 +39,10 @@ class Shape:
     def size(self) -> int:
         return len(self.nodes)
 
+    def instant(self) -> Shape:
+        """The same DAG with no model latency: a warm-up that takes every code path."""
+        return Shape(self.name, tuple(Node(n.key, n.deps, 0.0) for n in self.nodes), 0.0)
+
     def _longest(self) -> dict[str, tuple[float, int]]:
         """Per node: (latency, step count) of the longest path that ends with it."""
         best: dict[str, tuple[float, int]] = {}

@@ -114,7 +114,8 @@ async def timed(run: Callable[[], Awaitable[None]], start: Callable[[], Awaitabl
 
 # -- threadswarm ----------------------------------------------------------------------------
 def dag_planner(shape: Shape) -> Callable[[str, list[str], CallContext], Awaitable[PlanSpec]]:
-    """A planner hook that returns the shape as a plan (the warm-up goal gets two steps)."""
+    """A planner hook that returns the shape as a plan (the warm-up goal gets the same DAG with
+    no latency, so that every statement the run needs is compiled before it is timed)."""
     def spec(shape: Shape) -> PlanSpec:
         return PlanSpec(rationale=f"benchmark: {shape.name}", steps=[
             StepSpec(key=n.key, title=f"[latency:{n.latency_s * 500:g}] Step {n.key}",
@@ -122,7 +123,7 @@ def dag_planner(shape: Shape) -> Callable[[str, list[str], CallContext], Awaitab
                      instructions=f"Work on part {n.key} of the benchmark objective.")
             for i, n in enumerate(shape.nodes)])
 
-    plan, warm = spec(shape), spec(chain(2))
+    plan, warm = spec(shape), spec(shape.instant())
 
     async def planner(goal: str, memories: list[str], ctx: CallContext) -> PlanSpec:
         return warm if goal.startswith("warm-up") else plan
@@ -289,7 +290,7 @@ async def run_langgraph(shape: Shape, n: int, checkpointer: str, data_dir: Path,
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     graph = build_graph(shape)
-    warm_graph = build_graph(chain(2))
+    warm_graph = build_graph(shape.instant())
 
     async def go(saver: Any, durability: str | None) -> None:
         compiled, warm = graph.compile(checkpointer=saver), warm_graph.compile(checkpointer=saver)
