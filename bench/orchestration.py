@@ -512,8 +512,11 @@ def goals(results: list[Result], engine_cpu: float, quick: bool) -> str:
     provider) and the same engine with LangGraph's fake model (model calls cost nothing)."""
     rows: list[list[str]] = []
 
+    def label(r: Result) -> str:
+        return f"{r.shape.name}, L={ms(r.shape.unit_s, 0)} ms, x{r.objectives}"
+
     def ratios(runs: list[Result]) -> str:
-        return ", ".join(f"{r.shape.name} x{r.objectives}: {fmt(r.ratio, 3)}" for r in runs)
+        return "; ".join(f"{label(r)}: {fmt(r.ratio, 3)}" for r in runs)
 
     for runner in (n for n in RUNNERS if n.startswith("threadswarm")):
         runs = [r for r in results if r.runner == runner and not r.error]
@@ -537,13 +540,13 @@ def goals(results: list[Result], engine_cpu: float, quick: bool) -> str:
                 if r.ratio < lg.ratio:
                     won += 1
                 else:
-                    lost.append(f"{r.shape.name} x{r.objectives}")
+                    lost.append(label(r))
             if won or lost:
                 rows.append([f"wall/bound below {lg_runner}'s on every shape and concurrency "
                              "(L=0: wall per step)", runner,
                              f"{won} of {won + len(lost)} won" + (
                                  "" if not lost else " (lost every one)" if not won
-                                 else "; lost: " + ", ".join(lost)),
+                                 else "; lost: " + "; ".join(lost)),
                              verdict(not lost)])
     rows.append(["CPU per step <= 1 ms on SQLite, every database write and outbox row included "
                  "(the engine's own CPU: trivial model, chain)", "threadswarm sqlite",
