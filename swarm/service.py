@@ -304,9 +304,26 @@ class Swarm:
             if not approve:
                 step.error = f"rejected by {user}"
 
-    async def reply(self, thread: ThreadRef, user: str, text: str) -> bool:
-        """A human's message in a thread: the answer to the oldest open question, if any."""
+    async def reply(self, thread: ThreadRef, user: str, text: str,
+                    event_key: str | None = None) -> bool:
+        """A human's message in a thread: the answer to the oldest open question, if any. A
+        message that answered once (its platform delivery id, `event_key`, is kept with the
+        answer) answers nothing when the platform delivers it again, even after a restart."""
+        try:
+            oid = self._answer(thread, user, text, event_key)
+        except IntegrityError:  # the same delivery raced in and answered first
+            return False
+        if oid is None:
+            return False
+        self.engine.poke(oid)
+        return True
+
+    def _answer(self, thread: ThreadRef, user: str, text: str,
+                event_key: str | None) -> int | None:
         with self.db.tx() as s:
+            if event_key is not None and s.scalar(
+                    select(InboundEvent.id).where(InboundEvent.event_key == event_key)):
+                return None
             q = s.scalars(select(Question).join(Objective, Objective.id == Question.objective_id)
                           .where(Objective.platform == thread.platform,
                                  Objective.team_id == thread.team_id,
@@ -314,7 +331,7 @@ class Swarm:
                                  Objective.thread_id == thread.thread_id,
                                  Question.answer.is_(None)).order_by(Question.id)).first()
             if q is None:
-                return False
+                return None
             q.answer, q.answered_by, q.answered_at = redact(text), user, utcnow()
             step = s.get(Step, q.step_id)
             assert step is not None
@@ -322,8 +339,9 @@ class Swarm:
                 step.state = StepState.READY
             audit(s, user, "question.answered", q.objective_id, question=q.id)
             oid = q.objective_id
-        self.engine.poke(oid)
-        return True
+            if event_key is not None:
+                s.add(InboundEvent(event_key=event_key, objective_id=oid))
+        return oid
 
     async def cancel(self, objective_id: int, user: str) -> Decision:
         with self.db.tx() as s:

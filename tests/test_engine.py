@@ -123,6 +123,20 @@ async def test_a_worker_question_waits_for_the_humans_and_their_answer_is_used(
     assert "Five million yen" in (steps["s2"].output or "")
 
 
+async def test_a_reply_delivered_again_answers_no_later_question(swarm: Swarm) -> None:
+    """Slack redelivers an event it thinks was not received, after a restart too: the reply
+    that answered the first objective's question must not answer the next one's."""
+    first = await run_goal(swarm, GOAL + ", ask us about the budget", key="evt-1")
+    assert await swarm.reply(THREAD, "alice", "Five million yen", event_key="slack:Ev7")
+    assert (await approve_all(swarm, first.id)).state == "finished"
+    second = await run_goal(swarm, GOAL + ", ask us about the timeline", key="evt-2")
+    assert len(swarm.open_questions(second.id)) == 1  # same thread, a new question
+    assert not await swarm.reply(THREAD, "alice", "Five million yen", event_key="slack:Ev7")
+    assert len(swarm.open_questions(second.id)) == 1
+    assert await swarm.reply(THREAD, "bob", "By March", event_key="slack:Ev8")
+    assert not swarm.open_questions(second.id)
+
+
 async def test_pause_holds_new_steps_and_resume_finishes(swarm: Swarm) -> None:
     swarm.settings.offline_latency_ms = 60
     swarm.llm.settings = swarm.settings

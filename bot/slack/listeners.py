@@ -33,7 +33,8 @@ REF_LOOKUPS, REF_LOOKUP_PAUSE_S = 8, 0.25
 
 class RecentEvents:
     """Event ids seen lately, so a redelivery within this process is answered and dropped.
-    (A mention is also deduplicated durably by the swarm, across restarts.)"""
+    (A mention, and a reply that answered a question, are also deduplicated durably by the
+    swarm, across restarts; a decision is idempotent.)"""
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
@@ -88,12 +89,13 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
             return
         thread = ThreadRef(PLATFORM, body["team_id"], channel, event.get("thread_ts") or ts)
         goal = from_slack(event.get("text") or "", drop_user=context.bot_user_id)
-        if "thread_ts" in event and goal and await on_swarm(swarm.reply(thread, user, goal)):
+        key = f"slack:{body['event_id']}"
+        if "thread_ts" in event and goal and await on_swarm(swarm.reply(thread, user, goal, key)):
             await client.reactions_add(channel=channel, timestamp=ts, name=ANSWERED_REACTION)
             return  # a mention in a thread that waits for an answer is the answer
         try:
             started = await on_swarm(swarm.start_objective(
-                goal, thread, requester=user, event_key=f"slack:{body['event_id']}"))
+                goal, thread, requester=user, event_key=key))
         except UserError as exc:
             await client.chat_postMessage(channel=channel, thread_ts=thread.thread_id,
                                           text=escape(str(exc)))
@@ -113,7 +115,8 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
         if context.bot_user_id and f"<@{context.bot_user_id}" in text:
             return  # a mention: on_mention has it
         thread = ThreadRef(PLATFORM, body["team_id"], event["channel"], root)
-        if await on_swarm(swarm.reply(thread, user, from_slack(text))):
+        if await on_swarm(swarm.reply(thread, user, from_slack(text),
+                                      f"slack:{body['event_id']}")):
             log.info("slack.question_answered team=%s channel=%s", thread.team_id,
                      thread.channel_id)
             await client.reactions_add(channel=event["channel"], timestamp=event["ts"],
