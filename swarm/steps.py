@@ -196,10 +196,10 @@ def set_run(run: StepRun, state: RunState) -> None:
 
 def _book(session: Session, run: StepRun, ctx: CallContext) -> None:
     """Write the calls made since the last transaction and add them to the run's totals."""
-    for call in ctx.calls:
-        run.prompt_tokens += call.prompt_tokens
-        run.completion_tokens += call.completion_tokens
-        run.cost += call.cost
+    prompt, completion, cost = _totals(ctx)
+    run.prompt_tokens += prompt
+    run.completion_tokens += completion
+    run.cost += cost
     session.add_all(ctx.calls)
     ctx.calls = []
 
