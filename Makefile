@@ -1,16 +1,27 @@
-# The two README commands. Both create .venv and install on first use.
+# The two README commands. Both create .venv and install exactly requirements.lock on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 GOAL ?= Launch a localized campaign for our SaaS in Japan
+# pip, not uv or poetry: pip finds the CPU build of torch==2.13.0 on these machines.
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+COMPILE := $(VENV)/bin/pip-compile --quiet --strip-extras --allow-unsafe \
+	--build-deps-for editable --no-emit-index-url --no-emit-find-links
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint lock clean
 
-$(STAMP): pyproject.toml
+# The lock, then the project itself without resolving anything (--no-deps); the build backend
+# (setuptools) is pinned in the lock too, so nothing unpinned is fetched.
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PIP) -r requirements.lock
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+$(BENCH_STAMP): requirements-bench.lock $(STAMP)
+	$(PIP) -r requirements-bench.lock
+	touch $(BENCH_STAMP)
 
 demo: $(STAMP)
 	THREADSWARM_DATA_DIR=$${THREADSWARM_DATA_DIR:-.threadswarm/demo} \
@@ -19,12 +30,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[test,bench]'
+bench: $(BENCH_STAMP)
 	$(PY) bench/run_all.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bot swarm memory schedules tests bench
+
+# Re-resolve both locks on the newest releases pyproject.toml's ranges admit.
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) pip-tools
+	$(COMPILE) --upgrade --extra test -o requirements.lock pyproject.toml
+	$(COMPILE) --upgrade --extra test --extra bench -o requirements-bench.lock pyproject.toml
 
 clean:
 	rm -rf .threadswarm build *.egg-info

@@ -192,7 +192,7 @@ class LLM:
 
     def close(self) -> None:
         """Unhook the Router from litellm's global callbacks."""
-        self.router.discard()
+        self.router.retire()
 
     async def complete(self, tier: str, messages: list[dict[str, Any]], ctx: CallContext, *,
                        tools: list[dict[str, Any]] | None = None,

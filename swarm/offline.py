@@ -31,7 +31,6 @@ from typing import Any
 
 import litellm
 from litellm import CustomLLM, ModelResponse
-from litellm.utils import custom_llm_setup
 
 from swarm.faults import BAD_JSON, FaultInjector
 
@@ -235,7 +234,6 @@ def register(latency_s: float, faults: FaultInjector | None = None) -> OfflinePr
     _provider.latency_s, _provider.faults = latency_s, faults
     if not any(p.get("provider") == PROVIDER for p in litellm.custom_provider_map):
         litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": _provider})
-        custom_llm_setup()
         litellm.register_model({"offline/rehearsal": {
             "litellm_provider": PROVIDER, "mode": "chat", "max_tokens": 8192,
             "input_cost_per_token": 0.15e-6, "output_cost_per_token": 0.60e-6,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import litellm
 from litellm import Router
 from litellm.types.router import AllowedFailsPolicy, RetryPolicy
 
@@ -48,14 +47,6 @@ def chains(settings: Settings) -> dict[str, Chain]:
     return {tier: Chain(tier, tuple(settings.models_for(tier))) for tier in TIERS}
 
 
-class _Router(Router):
-    """litellm's Router without per-deployment usage counting (see build_router)."""
-
-    async def increment_deployment_usage_for_response(self, response: object,
-                                                      request_kwargs: dict[str, object]) -> None:
-        return None  # no tpm/rpm limits are configured here: there is nothing to count against
-
-
 def build_router(settings: Settings, tier_chains: dict[str, Chain]) -> Router:
     """The Router for `tier_chains` (custom providers, e.g. offline, must be registered)."""
     n = settings.llm_retries
@@ -83,16 +74,7 @@ def build_router(settings: Settings, tier_chains: dict[str, Chain]) -> Router:
                          ServiceUnavailableErrorRetries=n, TimeoutErrorRetries=n,
                          BadRequestErrorRetries=0, AuthenticationErrorRetries=0,
                          NotFoundErrorRetries=0, ContentPolicyViolationErrorRetries=0)
-    router = _Router(model_list=model_list, fallbacks=fallbacks, num_retries=n,
-                    retry_policy=policy, timeout=settings.llm_timeout_s,
-                    cooldown_time=settings.llm_cooldown_s,
-                    max_fallbacks=max(len(c.models) for c in tier_chains.values()))
-    # The Router counts every success per deployment (tokens and requests per minute) for
-    # usage-based routing and rpm/tpm limits. Here each group has one deployment and no limits,
-    # and cool-downs count failures only (allowed_fails_policy), so nothing reads those counts;
-    # counting them deep-copied the model info three times per call, on the loop and in a
-    # thread (about 1.5 ms of CPU per call, bench/orchestration.py). Its failure callbacks,
-    # which drive cool-downs, stay.
-    for hooks in (litellm._async_success_callback, litellm.success_callback):
-        litellm.logging_callback_manager.remove_callback_from_list_by_object(hooks, router)
-    return router
+    return Router(model_list=model_list, fallbacks=fallbacks, num_retries=n,
+                  retry_policy=policy, timeout=settings.llm_timeout_s,
+                  cooldown_time=settings.llm_cooldown_s,
+                  max_fallbacks=max(len(c.models) for c in tier_chains.values()))
