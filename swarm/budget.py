@@ -2,33 +2,30 @@
 
 Before a call, its cost is estimated (prompt tokens by litellm.token_counter plus the whole
 completion allowance, priced at the dearest model it may reach) and held while it is in flight;
-once it returns, the hold counts its actual figures until the caller has written its LLMCall
-rows. A check adds spend in the database, every hold of the same objective or team, and the
-new estimate, so parallel steps cannot all pass at once: a ceiling is passed by at most what
-calls already in flight spend beyond their estimates. The checks run in the event loop without
-awaiting, so within one process they are atomic.
+whoever writes the call's LLMCall rows releases the hold once they are committed (swarm.calls),
+so a call counts as its estimate, then as its rows, never both for long and never neither. A
+check adds spend in the database, every hold of the same objective or team, and the new
+estimate, so parallel steps cannot all pass at once: a ceiling is passed by at most what calls
+already in flight spend beyond their estimates. The checks run in the event loop without
+awaiting, so within one process they are atomic; holds are this process's own (another
+process sees only the rows its calls have written).
 """
 from __future__ import annotations
 
 import json
 import logging
-import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import litellm
 from pydantic import BaseModel
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from swarm.config import Settings
 from swarm.db import Database
-from swarm.models import BudgetCeiling, BudgetRequest, LLMCall, utcnow
+from swarm.models import BudgetCeiling, BudgetRequest, utcnow
 from swarm.spend import Spend, month_key, month_start, objective_spend, team_spend
-
-if TYPE_CHECKING:
-    from swarm.llm import CallContext
 
 log = logging.getLogger(__name__)
 
@@ -81,28 +78,13 @@ class BudgetExceeded(RuntimeError):
                          f"budget of {ceiling.show()}: {used.show()} already spent or in flight")
 
 
-@dataclass
+@dataclass(eq=False)
 class Hold:
-    """One call's share of the budget: its estimate in flight, then its actual rows."""
+    """One call's share of the budget while it is in flight and its rows are not written."""
 
     objective_id: int | None
     team_id: str | None
     estimate: Usage
-    ctx: weakref.ref[CallContext]
-    calls: list[LLMCall] | None = None
-
-    def pending(self) -> Usage:
-        if self.calls is None:
-            return self.estimate
-        return sum((Usage(c.cost, c.prompt_tokens + c.completion_tokens) for c in self.calls
-                    if not sa_inspect(c).has_identity), Usage())
-
-    @property
-    def settled(self) -> bool:
-        """Its rows are in the database (or its caller is gone and never will write them)."""
-        if self.ctx() is None:
-            return True
-        return self.calls is not None and all(sa_inspect(c).has_identity for c in self.calls)
 
 
 def objective_key(objective_id: int) -> str:
@@ -146,43 +128,39 @@ class Budget:
         return Usage(max((_price(m, prompt, completion) for m in models), default=0.0),
                      prompt + completion)
 
-    def reserve(self, ctx: CallContext, models: tuple[str, ...], messages: list[dict[str, Any]],
-                tools: list[dict[str, Any]] | None = None,
+    def reserve(self, objective_id: int | None, team_id: str | None, models: tuple[str, ...],
+                messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
                 schema: type[BaseModel] | None = None) -> Hold | None:
         """Hold the call's estimate, or raise BudgetExceeded if it would pass a ceiling."""
-        if not self.enabled or (ctx.objective_id is None and ctx.team_id is None):
+        if not self.enabled or (objective_id is None and team_id is None):
             return None
         estimate = self.estimate(models, messages, tools, schema)
-        self.holds = [h for h in self.holds if not h.settled]
         with self.db.read() as s:
-            if ctx.objective_id is not None:
-                key = objective_key(ctx.objective_id)
-                self._check(s, "objective", key, f"objective #{ctx.objective_id}",
+            if objective_id is not None:
+                key = objective_key(objective_id)
+                self._check(s, "objective", key, f"objective #{objective_id}",
                             self.ceiling(s, key, self.objective_default),
-                            _usage(objective_spend(s, ctx.objective_id))
-                            + self._held(objective_id=ctx.objective_id), estimate)
-            if ctx.team_id is not None:
+                            _usage(objective_spend(s, objective_id))
+                            + self._held(objective_id=objective_id), estimate)
+            if team_id is not None:
                 now = utcnow()
-                key = team_key(ctx.team_id, month_key(now))
-                self._check(s, "team", key, f"team {ctx.team_id}'s {month_key(now)} spend",
+                key = team_key(team_id, month_key(now))
+                self._check(s, "team", key, f"team {team_id}'s {month_key(now)} spend",
                             self.ceiling(s, key, self.team_default),
-                            _usage(team_spend(s, ctx.team_id, month_start(now)))
-                            + self._held(team_id=ctx.team_id), estimate)
-        hold = Hold(ctx.objective_id, ctx.team_id, estimate, weakref.ref(ctx))
+                            _usage(team_spend(s, team_id, month_start(now)))
+                            + self._held(team_id=team_id), estimate)
+        hold = Hold(objective_id, team_id, estimate)
         self.holds.append(hold)
         return hold
 
-    def settle(self, hold: Hold | None, calls: list[LLMCall]) -> None:
-        """The call returned: from now on its actual rows count, until they are written."""
-        if hold is None:
-            return
-        hold.calls = calls
-        actual = hold.pending()
-        if actual.tokens > hold.estimate.tokens or actual.usd > hold.estimate.usd + 1e-12:
+    def check_estimate(self, hold: Hold | None, actual: Usage) -> None:
+        if hold is not None and (actual.tokens > hold.estimate.tokens
+                                 or actual.usd > hold.estimate.usd + 1e-12):
             log.warning("budget.estimate_exceeded objective=%s estimate=%s actual=%s",
                         hold.objective_id, hold.estimate.show(), actual.show())
 
     def release(self, hold: Hold | None) -> None:
+        """Called by whoever wrote the call's rows, once they are committed."""
         if hold is not None and hold in self.holds:
             self.holds.remove(hold)
 
@@ -215,7 +193,7 @@ class Budget:
 
     # -- internals ---------------------------------------------------------------------------
     def _held(self, *, objective_id: int | None = None, team_id: str | None = None) -> Usage:
-        return sum((h.pending() for h in self.holds
+        return sum((h.estimate for h in self.holds
                     if (objective_id is not None and h.objective_id == objective_id)
                     or (team_id is not None and h.team_id == team_id)), Usage())
 

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     offline_faults: str | None = None
     offline_fault_seed: int = 1
 
+    # A running step's lease: renewed every third of it; another process takes the step over
+    # once it lapses (at once if its owner is a process on this machine that has exited).
+    lease_s: float = 30.0
+
     max_concurrent_steps: int = 16
     max_concurrent_steps_per_objective: int = 4
     max_plan_steps: int = 12

@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 
+from swarm import leases
 from swarm.audit import audit
 from swarm.events import ApprovalRequested
+from swarm.guards import move_step
 from swarm.models import Approval, Objective, Step
 from swarm.outbox import emit
+from swarm.roles import binding
 from swarm.states import TERMINAL_STEP, ApprovalState, ObjectiveState, StepState
-from swarm.steps import StepRunner, set_step
+from swarm.steps import StepRunner
 
 if TYPE_CHECKING:
     from swarm.service import Swarm
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _BLOCKED = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
 _WAITING = (StepState.PENDING, StepState.READY)
+SHUTDOWN_S = 10.0  # how long shutdown waits for cancelled steps to come to rest
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -122,13 +126,20 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def shutdown(self) -> None:
+        """Stop every step and driver (bounded), then hand back the steps still claimed."""
+        tasks: list[asyncio.Task[None]] = []
         for drive in self._drives.values():
             for task in drive.in_flight.values():
                 task.cancel()
+                tasks.append(task)
             if drive.task:
                 drive.task.cancel()
-        await asyncio.gather(*(d.task for d in self._drives.values() if d.task),
-                             return_exceptions=True)
+                tasks.append(drive.task)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_S)
+            if stuck:
+                log.warning("engine.shutdown_timeout tasks=%d", len(stuck))
+        self.runner.release_all()
 
     def _load(self, objective_id: int) -> tuple[ObjectiveState, dict[int, _Node]]:
         with self.swarm.db.read() as s:
@@ -152,6 +163,8 @@ class Engine:
                     drive.reload = False
                     state, nodes = self._load(objective_id)
                     drive.load(nodes)
+                elsewhere = [n for n in drive.nodes.values() if n.state == StepState.RUNNING
+                             and n.id not in drive.in_flight]
                 if state == ObjectiveState.RUNNING:
                     for node in self._advance(objective_id, drive, drive.to_look_at(everything)):
                         drive.ready[node.id] = node
@@ -166,6 +179,11 @@ class Engine:
                                                    for n in drive.nodes.values()):
                         self.swarm.finish_objective(objective_id)
                         return
+                if state == ObjectiveState.RUNNING and elsewhere:
+                    # running in another process: watch it, and take it over once its lease
+                    # lapses (that process stopped), so the objective never stalls
+                    await self._watch(objective_id, drive)
+                    continue
                 if not drive.in_flight:
                     return  # at rest: only an approval, an answer or a resume moves it now
                 await drive.wake.wait()
@@ -173,6 +191,17 @@ class Engine:
         finally:
             if self._drives.get(objective_id) is drive and not drive.in_flight:
                 self._drives.pop(objective_id, None)
+
+    async def _watch(self, objective_id: int, drive: _Drive) -> None:
+        poll = min(self.swarm.settings.lease_s / 3, 2.0)
+        try:
+            await asyncio.wait_for(drive.wake.wait(), poll)
+        except TimeoutError:
+            pass
+        drive.wake.clear()
+        with self.swarm.db.core(wake=False) as c:  # the reload below sees what changed
+            leases.take_over(c, [objective_id])
+        drive.reload = True
 
     async def _run(self, objective_id: int, step_id: int, drive: _Drive) -> None:
         state: StepState | None = None
@@ -182,9 +211,9 @@ class Engine:
         except asyncio.CancelledError:
             state = StepState.CANCELLED
             raise
-        except Exception as exc:
+        except Exception:  # its claim could not be written (the database stayed away)
             log.exception("engine.step_crashed objective=%s step=%s", objective_id, step_id)
-            state = self.runner.fail_crashed(step_id, f"internal error: {type(exc).__name__}")
+            drive.reload = True  # read the step's state again rather than guess it
         finally:
             # drive.nodes may have been reloaded meanwhile: update whatever is current
             if state is not None and (node := drive.nodes.get(step_id)) is not None:
@@ -195,7 +224,7 @@ class Engine:
 
     def _advance(self, objective_id: int, drive: _Drive, look: list[_Node]) -> list[_Node]:
         """Skip what can never run, ask approval where needed; return the steps to start."""
-        by_key, roles = drive.by_key, self.swarm.roles
+        by_key = drive.by_key
         skip: list[_Node] = []
         blocked = [n for n in look if n.state in _WAITING
                    and any(by_key[k].state in _BLOCKED for k in n.deps)]
@@ -211,8 +240,7 @@ class Engine:
             if node.state not in _WAITING:
                 continue
             if all(by_key[k].state == StepState.FINISHED for k in node.deps):
-                if node.state == StepState.PENDING and (node.needs_approval
-                                                        or roles[node.role].risky):
+                if node.state == StepState.PENDING and node.needs_approval:
                     ask.append(node)
                 else:
                     start.append(node)
@@ -221,22 +249,27 @@ class Engine:
         return start
 
     def _mark(self, objective_id: int, skip: list[_Node], ask: list[_Node]) -> None:
+        """Skip and ask in one transaction; each move is guarded, so when two processes drive
+        one objective, a step is skipped, or asked about, once."""
         with self.swarm.db.tx() as s:
             obj = s.get(Objective, objective_id)
             assert obj is not None
             for node in skip:
                 step = s.get(Step, node.id)
                 assert step is not None
-                set_step(step, StepState.SKIPPED)
-                step.error = "skipped: a step it depends on did not finish"
-                node.state = StepState.SKIPPED
+                move_step(s, step, StepState.SKIPPED, only_from=_WAITING,
+                          error="skipped: a step it depends on did not finish")
+                node.state = StepState(step.state)
             for node in ask:
                 step = s.get(Step, node.id)
                 assert step is not None
-                set_step(step, StepState.AWAITING_APPROVAL)
+                if not move_step(s, step, StepState.AWAITING_APPROVAL,
+                                 only_from=[StepState.PENDING]):
+                    node.state = StepState(step.state)
+                    continue
                 approval = Approval(objective_id=obj.id, step_id=step.id, kind="step",
-                                    title=f"Run step '{step.title}' ({step.role})",
-                                    state=ApprovalState.PENDING)
+                                    title=_step_title(step), state=ApprovalState.PENDING,
+                                    binding=binding(step.role, step.instructions))
                 s.add(approval)
                 s.flush()
                 emit(s, obj.thread, ApprovalRequested(obj.id, approval.id, "step", approval.title,
@@ -244,3 +277,12 @@ class Engine:
                 audit(s, "swarm", "approval.requested", obj.id, approval=approval.id,
                       step=step.key)
                 node.state = StepState.AWAITING_APPROVAL
+
+
+def _step_title(step: Step) -> str:
+    """What the approver sees, and so approves: the role and, once it was retried with new
+    instructions, those instructions."""
+    title = f"Run step '{step.title}' ({step.role})"
+    if step.attempts:
+        title += f" with new instructions: {step.instructions[:300]}"
+    return title

@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from pydantic import BaseModel, ValidationError
 
 from swarm import offline
-from swarm.budget import Budget
+from swarm.budget import Budget, Hold, Usage
 from swarm.config import Settings
 from swarm.faults import FaultInjector, FaultPlan
 from swarm.models import LLMCall, utcnow
@@ -54,12 +54,22 @@ class Completion:
 
 @dataclass
 class CallContext:
-    """Who a call is for; the layer appends one LLMCall row per attempt to `calls`."""
+    """Who a call is for; the layer appends one LLMCall row per attempt to `calls` (and books
+    them in the database as the call returns, when it has a book)."""
 
     objective_id: int | None = None
     step_id: int | None = None
     team_id: str | None = None
+    run_id: int | None = None
     calls: list[LLMCall] = field(default_factory=list)
+
+
+class CallBook(Protocol):
+    """Writes a call's rows, then releases its budget hold (swarm.calls.CallBook)."""
+
+    def submit(self, rows: list[LLMCall], hold: Hold | None) -> None: ...
+
+    async def __call__(self, rows: list[LLMCall], hold: Hold | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -124,9 +134,9 @@ class _Call:
         for a in self.attempts:
             a.close()
             row = LLMCall(objective_id=ctx.objective_id, step_id=ctx.step_id, team_id=ctx.team_id,
-                          tier=self.tier, model=a.model, ok=a.ok, latency_ms=a.latency_ms,
-                          created_at=a.at, prompt_tokens=0, completion_tokens=0,
-                          cached_tokens=0, cost=0.0)
+                          run_id=ctx.run_id, tier=self.tier, model=a.model, ok=a.ok,
+                          latency_ms=a.latency_ms, created_at=a.at, prompt_tokens=0,
+                          completion_tokens=0, cached_tokens=0, cost=0.0)
             if a.ok and response is not None:
                 _usage(row, response)
             else:
@@ -180,6 +190,7 @@ class LLM:
         self.chains: dict[str, Chain] = chains(settings)
         self.router = build_router(settings, self.chains)
         self.budget = budget
+        self.book: CallBook | None = None  # set by the Swarm: rows are written as calls return
         self.on_recovery: RecoveryListener | None = None
 
     def model_for(self, tier: str) -> str:
@@ -246,7 +257,8 @@ class LLM:
                     *, tools: list[dict[str, Any]] | None = None,
                     response_format: type[BaseModel] | None = None) -> Completion:
         reach = self.chains[tier].from_group(group)
-        hold = self.budget.reserve(ctx, reach, messages, tools, response_format) \
+        hold = self.budget.reserve(ctx.objective_id, ctx.team_id, reach, messages, tools,
+                                   response_format) \
             if self.budget is not None else None  # raises BudgetExceeded: nothing is sent
         kwargs: dict[str, Any] = {"max_tokens": self.settings.llm_max_tokens}
         if tools:
@@ -255,29 +267,41 @@ class LLM:
             kwargs["response_format"] = response_format
         call = _Call(tier, ctx, self._notify)
         token = _CURRENT.set(call)
-        response: Any = None
         try:
             response = await self.router.acompletion(model=group, messages=cast(Any, messages),
                                                      **kwargs)
-        except Exception as exc:  # every provider error, after the Router's retries and fallbacks
-            ctx.calls.extend(call.rows(None, reach[0]))
+        except BaseException as exc:  # a provider error after the Router's retries and
+            if not isinstance(exc, Exception):  # fallbacks, or the step being cancelled
+                call.failed(exc)
+            rows = call.rows(None, reach[0])
+            ctx.calls.extend(rows)
+            self._book(rows, hold)  # no await: a cancelled step's calls are booked too
+            if not isinstance(exc, Exception):
+                raise
             log.warning("llm.call_failed tier=%s models=%s error=%s", tier, ",".join(reach),
                         describe(exc))
             raise LLMError(f"the {tier} model ({' → '.join(reach)}) failed: "
                            f"{describe(exc)}") from exc
         finally:
             _CURRENT.reset(token)
-            if response is None and self.budget is not None:
-                self.budget.release(hold)
         rows = call.rows(response, reach[0])
         ctx.calls.extend(rows)
         if self.budget is not None:
-            self.budget.settle(hold, rows)
+            self.budget.check_estimate(hold, sum((Usage(r.cost, r.prompt_tokens
+                                                        + r.completion_tokens) for r in rows),
+                                                 Usage()))
+        self._book(rows, hold)
         msg = response.choices[0].message
         calls = [ToolCall(tc.id, tc.function.name, _arguments(tc.function.arguments))
                  for tc in (msg.tool_calls or [])]
         return Completion(content=msg.content or "", tool_calls=calls,
                           message=msg.model_dump(exclude_none=True))
+
+    def _book(self, rows: list[LLMCall], hold: Hold | None) -> None:
+        if self.book is not None:
+            self.book.submit(rows, hold)
+        elif self.budget is not None:
+            self.budget.release(hold)
 
     def _notify(self, ctx: CallContext, recovery: Recovery) -> None:
         log.info("llm.recovering tier=%s model=%s problem=%s action=%s next=%s", recovery.tier,

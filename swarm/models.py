@@ -51,6 +51,9 @@ def table(model: type[Base]) -> Table:
 
 class Objective(Base):
     __tablename__ = "objectives"
+    # a reply or a mention finds its thread's objectives by these four
+    __table_args__ = (Index("ix_objectives_thread", "platform", "team_id", "channel_id",
+                            "thread_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     goal: Mapped[str] = mapped_column(Text)
     platform: Mapped[str] = mapped_column(String(32))
@@ -73,6 +76,7 @@ class Objective(Base):
 
 class Step(Base):
     __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("objective_id", "plan_version", "key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     objective_id: Mapped[int] = mapped_column(ForeignKey("objectives.id"), index=True)
     plan_version: Mapped[int] = mapped_column(Integer)
@@ -89,10 +93,16 @@ class Step(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    # While running, the step is owned by one claim: its token guards every write of that run,
+    # its owner and expiry let another process take over only once the owner stopped renewing.
+    claim_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
 
 class StepRun(Base):
     __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("step_id", "attempt"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
     objective_id: Mapped[int] = mapped_column(ForeignKey("objectives.id"), index=True)
@@ -102,9 +112,6 @@ class StepRun(Base):
     approved: Mapped[bool | None] = mapped_column(Boolean, default=None)
     critique: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cost: Mapped[float] = mapped_column(Float, default=0.0)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
@@ -117,6 +124,7 @@ class LLMCall(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     objective_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
     step_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    run_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
     team_id: Mapped[str | None] = mapped_column(String(64), default=None)
     tier: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(128))
@@ -182,6 +190,8 @@ class Approval(Base):
     decided_by: Mapped[str | None] = mapped_column(String(128), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # a step approval binds to what it showed: the digest of the step's role and instructions
+    binding: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Question(Base):
@@ -194,6 +204,8 @@ class Question(Base):
     answered_by: Mapped[str | None] = mapped_column(String(128), default=None)
     asked_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    # set when answered, or when its objective ends: a closed question answers nothing
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
 
 class Note(Base):

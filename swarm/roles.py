@@ -1,6 +1,7 @@
 """Worker roles defined as data (swarm/data/roles.yaml plus a team's own file)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,3 +40,15 @@ def load_roles(extra: Path | None = None) -> dict[str, Role]:
     if extra is not None:
         roles.update(_parse(yaml.safe_load(Path(extra).read_text())))
     return roles
+
+
+def needs_approval(roles: dict[str, Role], role: str, asked: bool = False) -> bool:
+    """The one rule: a step waits for its own approval when its plan asks for one or its role
+    is risky. Stored on the step when it is planned (Step.needs_approval)."""
+    return asked or roles[role].risky
+
+
+def binding(role: str, instructions: str) -> str:
+    """What a step approval approves: this role doing these instructions. Changed instructions
+    (a troubleshooter's retry) no longer match, and the step asks again."""
+    return hashlib.sha256(f"{role}\n{instructions}".encode()).hexdigest()

@@ -9,11 +9,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from swarm import leases
 from swarm.audit import audit
 from swarm.budget import Budget, BudgetExceeded
+from swarm.calls import CallBook
 from swarm.config import Settings
-from swarm.db import Database
+from swarm.db import Database, after_commit
 from swarm.engine import Engine, Executor
 from swarm.events import (
     ApprovalDecided,
@@ -27,6 +30,7 @@ from swarm.events import (
     PlanProposed,
     StepResult,
 )
+from swarm.guards import decide_approval, move_objective, move_step
 from swarm.llm import LLM, CallContext, LLMError, Recovery
 from swarm.models import (
     Approval,
@@ -42,15 +46,8 @@ from swarm.models import (
 from swarm.outbox import emit
 from swarm.planner import PlanError, PlanSpec, make_plan
 from swarm.redact import redact
-from swarm.roles import Role, load_roles
-from swarm.states import (
-    TERMINAL_OBJECTIVE,
-    ApprovalState,
-    ObjectiveState,
-    RunState,
-    StepState,
-    check_transition,
-)
+from swarm.roles import Role, binding, load_roles, needs_approval
+from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState, StepState
 from swarm.tools import ToolRegistry, default_tools
 from swarm.views import ObjectiveView, objective_view
 
@@ -85,12 +82,19 @@ class Decision:
     message: str
 
 
-def set_objective(obj: Objective, state: ObjectiveState, reason: str | None = None) -> None:
-    check_transition(ObjectiveState(obj.state), state)
-    obj.state = state
-    obj.state_reason = reason
-    if state in TERMINAL_OBJECTIVE:
-        obj.finished_at = utcnow()
+class _Refused(Exception):
+    """A decision that lost a race or no longer applies: the transaction rolls back and the user
+    is told `message`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _report_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("swarm.background_task_failed task=%s error=%s", task.get_name(),
+                  type(exc).__name__, exc_info=exc)
 
 
 class Swarm:
@@ -103,6 +107,8 @@ class Swarm:
         self.budget = Budget(settings, db)
         self.llm = llm or LLM(settings, self.budget)
         self.llm.on_recovery = self._show_recovery
+        self.calls = CallBook(db, self.budget)
+        self.llm.book = self.calls
         self.memory = memory
         self.roles = roles or load_roles(settings.roles_file)
         self.tools = tools or default_tools()
@@ -114,6 +120,7 @@ class Swarm:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_report_failure)
 
     @property
     def busy(self) -> bool:
@@ -129,7 +136,12 @@ class Swarm:
         await self.engine.shutdown()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10.0)
+        try:  # the calls made so far are booked before the database closes
+            await asyncio.wait_for(self.calls.drain(), 10.0)
+        except TimeoutError:
+            log.warning("swarm.shutdown_calls_unbooked")
         self.llm.close()
 
     # -- memory ------------------------------------------------------------------------------
@@ -189,6 +201,15 @@ class Swarm:
         return Started(obj.id, duplicate=False)
 
     async def _plan(self, objective_id: int) -> None:
+        """Plan the objective; any failure, expected or not, ends it visibly."""
+        try:
+            await self._plan_or_fail(objective_id)
+        except Exception as exc:
+            log.exception("plan.crashed objective=%s", objective_id)
+            error = f"internal error while planning: {type(exc).__name__}"
+            await self.db.retrying(lambda: self._plan_failed(objective_id, error), "plan.failed")
+
+    async def _plan_or_fail(self, objective_id: int) -> None:
         with self.db.read() as s:
             obj = s.get(Objective, objective_id)
             assert obj is not None
@@ -198,46 +219,58 @@ class Swarm:
         try:
             plan = await self.planner(goal, memories, ctx)
         except BudgetExceeded as exc:
-            with self.db.tx() as s:
-                s.add_all(ctx.calls)
-                obj = s.get(Objective, objective_id)
-                assert obj is not None
-                if obj.state == ObjectiveState.PLANNING:
-                    self.hold_for_budget(s, obj, exc)
+            budget_exc = exc
+
+            def hold() -> None:
+                with self.db.tx() as s:
+                    obj = s.get(Objective, objective_id, with_for_update=True)
+                    assert obj is not None
+                    if obj.state == ObjectiveState.PLANNING:
+                        self.hold_for_budget(s, obj, budget_exc)
+            await self.db.retrying(hold, "plan.budget_hold")
             return
         except (PlanError, LLMError) as exc:
-            with self.db.tx() as s:
-                s.add_all(ctx.calls)
-                obj = s.get(Objective, objective_id)
-                assert obj is not None
-                set_objective(obj, ObjectiveState.FAILED, str(exc))
-                emit(s, obj.thread, Notice(obj.id, f"I could not plan this: {exc}"))
-                emit(s, obj.thread, ObjectiveFinished(obj.id, obj.state, str(exc)))
-                audit(s, "manager", "plan.failed", obj.id, error=str(exc))
+            error = str(exc)
+            await self.db.retrying(lambda: self._plan_failed(objective_id, error), "plan.failed")
             return
+        await self.db.retrying(lambda: self._propose(objective_id, goal, plan), "plan.propose")
+
+    def _plan_failed(self, objective_id: int, error: str) -> None:
         with self.db.tx() as s:
-            s.add_all(ctx.calls)
             obj = s.get(Objective, objective_id)
             assert obj is not None
-            if obj.state != ObjectiveState.PLANNING:
-                return  # cancelled while the manager was thinking
-            obj.plan_version += 1
-            steps = [Step(objective_id=obj.id, plan_version=obj.plan_version, key=spec.key,
+            if not move_objective(s, obj, ObjectiveState.FAILED, error,
+                                  only_from=[ObjectiveState.PLANNING]):
+                return  # cancelled (or planned elsewhere) meanwhile
+            emit(s, obj.thread, Notice(obj.id, f"I could not plan this: {error}"))
+            emit(s, obj.thread, ObjectiveFinished(obj.id, obj.state, error))
+            audit(s, "manager", "plan.failed", obj.id, error=error)
+
+    def _propose(self, objective_id: int, goal: str, plan: PlanSpec) -> None:
+        with self.db.tx() as s:
+            obj = s.get(Objective, objective_id)
+            assert obj is not None
+            version = obj.plan_version + 1
+            # guarded: cancelled while the manager was thinking, or planned by another process
+            if not move_objective(s, obj, ObjectiveState.AWAITING_APPROVAL,
+                                  only_from=[ObjectiveState.PLANNING], plan_version=version):
+                return
+            steps = [Step(objective_id=obj.id, plan_version=version, key=spec.key,
                           position=i, title=spec.title, role=spec.role,
                           instructions=spec.instructions, depends_on=list(spec.depends_on),
-                          needs_approval=spec.needs_approval or self.roles[spec.role].risky,
+                          needs_approval=needs_approval(self.roles, spec.role,
+                                                        spec.needs_approval),
                           state=StepState.PENDING) for i, spec in enumerate(plan.steps)]
             s.add_all(steps)
             approval = Approval(objective_id=obj.id, kind="plan", state=ApprovalState.PENDING,
                                 title=f"Plan for: {goal}")
             s.add(approval)
             s.flush()
-            set_objective(obj, ObjectiveState.AWAITING_APPROVAL)
             emit(s, obj.thread, PlanProposed(
-                obj.id, approval.id, obj.plan_version, plan.rationale,
+                obj.id, approval.id, version, plan.rationale,
                 [PlannedStep(st.id, st.key, st.title, st.role, st.depends_on, st.needs_approval)
                  for st in steps]))
-            audit(s, "manager", "plan.proposed", obj.id, version=obj.plan_version,
+            audit(s, "manager", "plan.proposed", obj.id, version=version,
                   steps=[st.key for st in steps])
 
     async def _manager_plan(self, goal: str, memories: list[str], ctx: CallContext) -> PlanSpec:
@@ -251,6 +284,16 @@ class Swarm:
 
     async def decide(self, approval_id: int, user: str, approve: bool,
                      reason: str | None = None) -> Decision:
+        """Approve or reject. Of two racing decisions (two clicks, two processes) exactly one is
+        recorded; the other is told who decided first."""
+        try:
+            return await self.db.retrying(
+                lambda: self._decide(approval_id, user, approve, reason), "approval.decide")
+        except _Refused as refused:
+            return Decision(False, refused.message)
+
+    def _decide(self, approval_id: int, user: str, approve: bool,
+                reason: str | None) -> Decision:
         with self.db.tx() as s:
             approval = s.get(Approval, approval_id)
             if approval is None:
@@ -258,51 +301,56 @@ class Swarm:
             obj = s.get(Objective, approval.objective_id)
             assert obj is not None
             if approval.state != ApprovalState.PENDING:
-                return Decision(False, f"Already {approval.state} by {approval.decided_by}.")
+                return Decision(False, _already(approval))
             if not self.may_approve(obj, user):
                 audit(s, user, "approval.refused", obj.id, approval=approval.id)
                 return Decision(False, "Only the requester or a configured approver can "
                                        "decide this.")
             if obj.state in TERMINAL_OBJECTIVE:
                 return Decision(False, f"This objective is already {obj.state}.")
-            approval.state = ApprovalState.APPROVED if approve else ApprovalState.REJECTED
-            now = utcnow()
-            approval.decided_by, approval.decided_at, approval.reason = user, now, reason
+            to = ApprovalState.APPROVED if approve else ApprovalState.REJECTED
+            if not decide_approval(s, approval, to, user, reason):
+                raise _Refused(_already(approval))
             emit(s, obj.thread, ApprovalDecided(obj.id, approval.id, approval.kind,
                                                 approval.title, approve, user, reason,
-                                                now.isoformat()))
+                                                (approval.decided_at or utcnow()).isoformat()))
             audit(s, user, "approval.decided", obj.id, approval=approval.id, kind=approval.kind,
                   approved=approve, reason=reason)
             self._apply_decision(s, obj, approval, approve, user)
-            team, title, oid = obj.team_id, approval.title, obj.id
-        verb = "approved" if approve else "rejected"
-        self.remember_later(team, f"{user} {verb}: {title}" + (f" ({reason})" if reason else ""),
-                            "decision", oid, user)
-        self.engine.poke(oid)
+            verb = "approved" if approve else "rejected"
+            text = f"{user} {verb}: {approval.title}" + (f" ({reason})" if reason else "")
+            team, oid = obj.team_id, obj.id
+            after_commit(s, lambda: self.remember_later(team, text, "decision", oid, user))
+            after_commit(s, lambda: self.engine.poke(oid))
         return Decision(True, f"{verb.capitalize()} by {user}.")
 
-    def _apply_decision(self, s: Any, obj: Objective, approval: Approval, approve: bool,
+    def _apply_decision(self, s: Session, obj: Objective, approval: Approval, approve: bool,
                         user: str) -> None:
         if approval.kind == "plan":
-            if approve:
-                set_objective(obj, ObjectiveState.RUNNING)
-                if self.memory is not None:
-                    plan = "; ".join(f"{key} {role}: {title}" for key, role, title in s.execute(
-                        select(Step.key, Step.role, Step.title).where(
-                            Step.objective_id == obj.id, Step.plan_version == obj.plan_version)))
-                    self.remember_later(obj.team_id, f"Approved plan for '{obj.goal}': {plan}",
-                                        "plan", obj.id, user)
-            else:
+            if not approve:
                 self._end(s, obj, ObjectiveState.CANCELLED, f"The plan was rejected by {user}.")
+            elif not move_objective(s, obj, ObjectiveState.RUNNING,
+                                    only_from=[ObjectiveState.AWAITING_APPROVAL]):
+                raise _Refused(f"This objective is {obj.state} now.")
+            elif self.memory is not None:
+                plan = "; ".join(f"{key} {role}: {title}" for key, role, title in s.execute(
+                    select(Step.key, Step.role, Step.title).where(
+                        Step.objective_id == obj.id, Step.plan_version == obj.plan_version)))
+                text, team, oid = f"Approved plan for '{obj.goal}': {plan}", obj.team_id, obj.id
+                after_commit(s, lambda: self.remember_later(team, text, "plan", oid, user))
         elif approval.kind == "budget":
             self._decide_budget(s, obj, approval, approve, user)
         elif approval.kind == "step" and approval.step_id is not None:
             step = s.get(Step, approval.step_id)
-            check_transition(StepState(step.state),
-                             StepState.READY if approve else StepState.SKIPPED)
-            step.state = StepState.READY if approve else StepState.SKIPPED
-            if not approve:
-                step.error = f"rejected by {user}"
+            assert step is not None
+            if approve and approval.binding not in (None, binding(step.role, step.instructions)):
+                raise _Refused("This step changed since it was shown; it asks again.")
+            ok = move_step(s, step, StepState.READY, only_from=[StepState.AWAITING_APPROVAL]) \
+                if approve else move_step(s, step, StepState.SKIPPED,
+                                          only_from=[StepState.AWAITING_APPROVAL],
+                                          error=f"rejected by {user}")
+            if not ok:
+                raise _Refused(f"This step is {step.state} now.")
 
     async def reply(self, thread: ThreadRef, user: str, text: str,
                     event_key: str | None = None) -> bool:
@@ -324,19 +372,32 @@ class Swarm:
             if event_key is not None and s.scalar(
                     select(InboundEvent.id).where(InboundEvent.event_key == event_key)):
                 return None
-            q = s.scalars(select(Question).join(Objective, Objective.id == Question.objective_id)
+            # only a live question: open, of a step that waits for it, of an objective that
+            # has not ended (a cancelled objective's question must not swallow the reply)
+            q = s.scalars(select(Question)
+                          .join(Objective, Objective.id == Question.objective_id)
+                          .join(Step, Step.id == Question.step_id)
                           .where(Objective.platform == thread.platform,
                                  Objective.team_id == thread.team_id,
                                  Objective.channel_id == thread.channel_id,
                                  Objective.thread_id == thread.thread_id,
-                                 Question.answer.is_(None)).order_by(Question.id)).first()
+                                 Objective.state.not_in([st.value for st in TERMINAL_OBJECTIVE]),
+                                 Step.state == StepState.WAITING_HUMAN,
+                                 Question.closed_at.is_(None))
+                          .order_by(Question.id)).first()
             if q is None:
                 return None
-            q.answer, q.answered_by, q.answered_at = redact(text), user, utcnow()
+            now = utcnow()
+            answered = s.execute(update(Question)
+                                 .where(Question.id == q.id, Question.closed_at.is_(None))
+                                 .values(answer=redact(text), answered_by=user, answered_at=now,
+                                         closed_at=now)
+                                 .execution_options(synchronize_session=False)).rowcount
+            if not answered:  # another process's reply answered it first
+                return None
             step = s.get(Step, q.step_id)
             assert step is not None
-            if step.state == StepState.WAITING_HUMAN:
-                step.state = StepState.READY
+            move_step(s, step, StepState.READY, only_from=[StepState.WAITING_HUMAN])
             audit(s, user, "question.answered", q.objective_id, question=q.id)
             oid = q.objective_id
             if event_key is not None:
@@ -344,6 +405,13 @@ class Swarm:
         return oid
 
     async def cancel(self, objective_id: int, user: str) -> Decision:
+        try:
+            return await self.db.retrying(lambda: self._cancel(objective_id, user),
+                                          "objective.cancel")
+        except _Refused as refused:
+            return Decision(False, refused.message)
+
+    def _cancel(self, objective_id: int, user: str) -> Decision:
         with self.db.tx() as s:
             obj = s.get(Objective, objective_id)
             if obj is None:
@@ -352,17 +420,26 @@ class Swarm:
                 return Decision(False, f"Objective #{objective_id} is already {obj.state}.")
             self._end(s, obj, ObjectiveState.CANCELLED, f"Cancelled by {user}.")
             audit(s, user, "objective.cancelled", obj.id)
-        self.engine.cancel(objective_id)
+            after_commit(s, lambda: self.engine.cancel(objective_id))
         return Decision(True, f"Objective #{objective_id} cancelled.")
 
     async def pause(self, objective_id: int, user: str) -> Decision:
-        return self._pause_or_resume(objective_id, user, ObjectiveState.PAUSED)
+        return await self._pause_or_resume(objective_id, user, ObjectiveState.PAUSED)
 
     async def resume(self, objective_id: int, user: str) -> Decision:
-        return self._pause_or_resume(objective_id, user, ObjectiveState.RUNNING)
+        return await self._pause_or_resume(objective_id, user, ObjectiveState.RUNNING)
 
-    def _pause_or_resume(self, objective_id: int, user: str, to: ObjectiveState) -> Decision:
+    async def _pause_or_resume(self, objective_id: int, user: str,
+                               to: ObjectiveState) -> Decision:
+        try:
+            return await self.db.retrying(lambda: self._move(objective_id, user, to),
+                                          f"objective.{to}")
+        except _Refused as refused:
+            return Decision(False, refused.message)
+
+    def _move(self, objective_id: int, user: str, to: ObjectiveState) -> Decision:
         want = ObjectiveState.RUNNING if to == ObjectiveState.PAUSED else ObjectiveState.PAUSED
+        verb = "Paused" if to == ObjectiveState.PAUSED else "Resumed"
         with self.db.tx() as s:
             obj = s.get(Objective, objective_id)
             if obj is None:
@@ -371,22 +448,21 @@ class Swarm:
                 return Decision(False, f"Objective #{objective_id} is {obj.state}, not {want}.")
             if to == ObjectiveState.RUNNING and obj.plan_version == 0:
                 to = ObjectiveState.PLANNING  # it was paused (for budget) while planning
-                self._spawn(self._plan(objective_id))
-            set_objective(obj, to, f"{'Paused' if to == ObjectiveState.PAUSED else 'Resumed'} "
-                                   f"by {user}.")
+                after_commit(s, lambda: self._spawn(self._plan(objective_id)))
+            if not move_objective(s, obj, to, f"{verb} by {user}.", only_from=[want]):
+                raise _Refused(f"Objective #{objective_id} is {obj.state} now.")
             emit(s, obj.thread, ObjectiveStateChanged(obj.id, to, user, obj.state_reason))
-            audit(s, user, f"objective.{'paused' if to == ObjectiveState.PAUSED else 'resumed'}",
-                  obj.id)
-        self.engine.poke(objective_id)
+            audit(s, user, f"objective.{verb.lower()}", obj.id)
+            after_commit(s, lambda: self.engine.poke(objective_id))
         return Decision(True, f"Objective #{objective_id} {to}.")
 
     # -- budgets and recovery ---------------------------------------------------------------
-    def hold_for_budget(self, s: Any, obj: Objective, exc: BudgetExceeded) -> None:
+    def hold_for_budget(self, s: Session, obj: Objective, exc: BudgetExceeded) -> None:
         """Pause `obj` before a call that would pass a ceiling and ask to raise it (once)."""
-        if obj.state not in (ObjectiveState.RUNNING, ObjectiveState.PLANNING):
-            return  # already paused, or ended, meanwhile
         resume_to = obj.state
-        set_objective(obj, ObjectiveState.PAUSED, f"Paused at its budget: {exc}.")
+        if not move_objective(s, obj, ObjectiveState.PAUSED, f"Paused at its budget: {exc}.",
+                              only_from=[ObjectiveState.RUNNING, ObjectiveState.PLANNING]):
+            return  # already paused, or ended, meanwhile (here or in another process)
         emit(s, obj.thread, ObjectiveStateChanged(obj.id, ObjectiveState.PAUSED, "budget",
                                                   obj.state_reason))
         waiting = s.scalar(select(Approval.id).where(Approval.objective_id == obj.id,
@@ -408,20 +484,24 @@ class Swarm:
               estimate_usd=exc.estimate.usd, estimate_tokens=exc.estimate.tokens)
         log.info("objective.paused_for_budget objective=%s key=%s", obj.id, exc.key)
 
-    def _decide_budget(self, s: Any, obj: Objective, approval: Approval, approve: bool,
+    def _decide_budget(self, s: Session, obj: Objective, approval: Approval, approve: bool,
                        user: str) -> None:
         if not approve:
             self._end(s, obj, ObjectiveState.CANCELLED,
                       f"Stopped at its budget: {user} did not approve raising it.")
-            self.engine.cancel(obj.id)  # a parallel step may still be in flight
+            oid = obj.id
+            after_commit(s, lambda: self.engine.cancel(oid))  # a parallel step may be in flight
             return
         request = self.budget.apply_raise(s, approval.id)
         if obj.state == ObjectiveState.PAUSED:
             to = ObjectiveState(request.resume_to) if request else ObjectiveState.RUNNING
-            set_objective(obj, to, f"Budget raised by {user}.")
+            if not move_objective(s, obj, to, f"Budget raised by {user}.",
+                                  only_from=[ObjectiveState.PAUSED]):
+                return
             emit(s, obj.thread, ObjectiveStateChanged(obj.id, to, user, obj.state_reason))
             if to == ObjectiveState.PLANNING:
-                self._spawn(self._plan(obj.id))
+                oid = obj.id
+                after_commit(s, lambda: self._spawn(self._plan(oid)))
 
     def _show_recovery(self, ctx: CallContext, recovery: Recovery) -> None:
         """A retry, a fallback or a re-ask, shown live in the objective's thread."""
@@ -435,27 +515,40 @@ class Swarm:
                                             recovery.problem, recovery.action,
                                             recovery.next_model))
 
-    def _end(self, s: Any, obj: Objective, state: ObjectiveState, summary: str) -> None:
+    def _end(self, s: Session, obj: Objective, state: ObjectiveState, summary: str) -> None:
+        """End `obj` (cancelled, or rejected): its steps cancelled, runs abandoned, and its open
+        questions and approvals closed in the same transaction, so none of them outlives it."""
+        if not move_objective(s, obj, state, summary, summary=summary):
+            raise _Refused(f"Objective #{obj.id} is already {obj.state}.")
+        now = utcnow()
         s.execute(update(Step).where(Step.objective_id == obj.id,
                                      Step.state.not_in([st.value for st in (
                                          StepState.FINISHED, StepState.FAILED,
                                          StepState.SKIPPED, StepState.REPLACED)]))
-                  .values(state=StepState.CANCELLED))
+                  .values(state=StepState.CANCELLED, claim_token=None, lease_owner=None,
+                          lease_expires_at=None)
+                  .execution_options(synchronize_session=False))
         s.execute(update(StepRun).where(StepRun.objective_id == obj.id,
-                                        StepRun.state == RunState.RUNNING)
-                  .values(state=RunState.ABANDONED, finished_at=utcnow()))
-        set_objective(obj, state, summary)
-        obj.summary = summary
+                                        StepRun.state.in_([RunState.RUNNING, RunState.WAITING]))
+                  .values(state=RunState.ABANDONED, finished_at=now)
+                  .execution_options(synchronize_session=False))
+        s.execute(update(Question).where(Question.objective_id == obj.id,
+                                         Question.closed_at.is_(None))
+                  .values(closed_at=now).execution_options(synchronize_session=False))
+        s.execute(update(Approval).where(Approval.objective_id == obj.id,
+                                         Approval.state == ApprovalState.PENDING)
+                  .values(state=ApprovalState.CLOSED, decided_at=now)
+                  .execution_options(synchronize_session=False))
         view = objective_view(s, obj)
         emit(s, obj.thread, ObjectiveFinished(obj.id, state, summary, [], view.tokens, view.cost))
 
     def finish_objective(self, objective_id: int) -> None:
         """Called by the engine when every step has come to an end."""
         with self.db.tx() as s:
-            obj = s.get(Objective, objective_id)
+            obj = s.get(Objective, objective_id, with_for_update=True)
             assert obj is not None
             if obj.state != ObjectiveState.RUNNING:
-                return
+                return  # paused, ended, or finished by another process
             view = objective_view(s, obj)
             failed = [st for st in view.steps if st.state == StepState.FAILED]
             state = ObjectiveState.FAILED if failed else ObjectiveState.FINISHED
@@ -463,39 +556,35 @@ class Swarm:
             summary = (f"{done} of {len(view.steps)} steps finished"
                        + (f"; failed: {', '.join(st.title for st in failed)}" if failed else "")
                        + f". {view.tokens} tokens, ${view.cost:.4f}.")
-            set_objective(obj, state, summary)
-            obj.summary = summary
+            if not move_objective(s, obj, state, summary, only_from=[ObjectiveState.RUNNING],
+                                  summary=summary):
+                return
             results = [StepResult(st.title, st.role, st.state, st.output or st.error or "")
                        for st in view.steps]
             emit(s, obj.thread, ObjectiveFinished(obj.id, state, summary, results, view.tokens,
                                                   view.cost))
             audit(s, "swarm", f"objective.{state}", obj.id, summary=summary)
-            team, goal = obj.team_id, obj.goal
-        self.remember_later(team, f"Objective '{goal}' {state}: {summary}", "outcome",
-                            objective_id)
+            text, team = f"Objective '{obj.goal}' {state}: {summary}", obj.team_id
+            after_commit(s, lambda: self.remember_later(team, text, "outcome", objective_id))
 
     # -- start-up ----------------------------------------------------------------------------
     async def recover(self) -> list[int]:
-        """Resume every non-terminal objective; a step cut off by a crash runs again."""
+        """Resume every non-terminal objective. A step whose process stopped (its lease lapsed,
+        or its owner on this machine has exited) runs again; a step another live process runs is
+        left to it, and watched (swarm.engine)."""
         with self.db.tx() as s:
-            live = s.scalars(select(Objective).where(
+            live = s.execute(select(Objective.id, Objective.state).where(
                 Objective.state.not_in([st.value for st in TERMINAL_OBJECTIVE]))).all()
-            ids = [o.id for o in live]
+            ids = [oid for oid, _ in live]
             if ids:
-                s.execute(update(StepRun).where(StepRun.objective_id.in_(ids),
-                                                StepRun.state == RunState.RUNNING)
-                          .values(state=RunState.ABANDONED, finished_at=utcnow()))
-                s.execute(update(Step).where(Step.objective_id.in_(ids),
-                                             Step.state == StepState.RUNNING)
-                          .values(state=StepState.READY))
-            planning = [o.id for o in live if o.state == ObjectiveState.PLANNING]
-            running = [o.id for o in live if o.state == ObjectiveState.RUNNING]
-            for o in live:
-                audit(s, "swarm", "objective.recovered", o.id, state=o.state)
-        for oid in planning:
-            self._spawn(self._plan(oid))
-        for oid in running:
-            self.engine.poke(oid)
+                leases.take_over(s.connection(), ids)
+            for oid, state in live:
+                audit(s, "swarm", "objective.recovered", oid, state=state)
+        for oid, state in live:
+            if state == ObjectiveState.PLANNING:
+                self._spawn(self._plan(oid))
+            elif state == ObjectiveState.RUNNING:
+                self.engine.poke(oid)
         return ids
 
     # -- reading -----------------------------------------------------------------------------
@@ -524,3 +613,9 @@ class Swarm:
         with self.db.read() as s:
             return list(s.scalars(select(Question).where(
                 Question.objective_id == objective_id, Question.answer.is_(None))))
+
+
+def _already(approval: Approval) -> str:
+    if approval.state == ApprovalState.CLOSED:
+        return "This request was closed: its objective ended or its step changed."
+    return f"Already {approval.state} by {approval.decided_by}."

@@ -40,6 +40,7 @@ class ApprovalState(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
+    CLOSED = "closed"  # its objective ended, or its step changed, before anyone decided
 
 
 Ob, S, R = ObjectiveState, StepState, RunState
@@ -58,17 +59,27 @@ _ALLOWED: dict[type, dict[str, frozenset[str]]] = {
         S.AWAITING_APPROVAL: frozenset({S.READY, S.SKIPPED, S.CANCELLED}),
         S.READY: frozenset({S.RUNNING, S.CANCELLED}),
         S.RUNNING: frozenset({S.FINISHED, S.FAILED, S.WAITING_HUMAN, S.READY, S.CANCELLED,
-                              S.REPLACED}),
+                              S.REPLACED, S.PENDING}),  # pending: new instructions, asked again
         S.WAITING_HUMAN: frozenset({S.READY, S.CANCELLED}),
     },
     RunState: {
         R.RUNNING: frozenset({R.ACCEPTED, R.REJECTED, R.FAILED, R.WAITING, R.ABANDONED}),
+    },
+    ApprovalState: {
+        ApprovalState.PENDING: frozenset({ApprovalState.APPROVED, ApprovalState.REJECTED,
+                                          ApprovalState.CLOSED}),
     },
 }
 
 
 class IllegalTransition(RuntimeError):
     """A bug: code tried a transition the state machine forbids."""
+
+
+def sources(new: StrEnum) -> frozenset[str]:
+    """Every state that may move to `new`: the WHERE clause of a guarded UPDATE, so that of
+    two processes making the same move exactly one changes the row."""
+    return frozenset(str(cur) for cur, allowed in _ALLOWED[type(new)].items() if new in allowed)
 
 
 def check_transition(current: StrEnum, new: StrEnum) -> None:

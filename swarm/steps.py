@@ -1,29 +1,38 @@
-"""One step's execution: claim, work, review, revise, record; each transition committed first."""
+"""One step's run: claim it, work, review, revise, and record how it came to rest.
+
+A claim owns the running step (token, owner, lease; swarm.leases). Every write after the
+claim is guarded by its token, so a process whose step was taken over (its lease expired, the
+objective was cancelled elsewhere) changes nothing and learns the step's state instead; that is
+decided per row, never by failing a batch. Writes are retried with backoff on brief database
+errors. The model calls are booked as they return (swarm.calls), not here.
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
     Update,
+    and_,
     bindparam,
     func,
-    insert,
     or_,
     select,
     update,
 )
 from sqlalchemy.orm import Session
 
-from swarm import troubleshooter
+from swarm import leases, troubleshooter
 from swarm.audit import audit
 from swarm.budget import BudgetExceeded
+from swarm.db import after_commit
 from swarm.events import (
     QuestionAsked,
     StepFailed,
@@ -32,10 +41,10 @@ from swarm.events import (
     StepStarted,
     StepTroubleshot,
 )
+from swarm.guards import move_step
 from swarm.llm import CallContext, LLMError
 from swarm.models import (
     Intervention,
-    LLMCall,
     Note,
     Objective,
     Question,
@@ -48,14 +57,14 @@ from swarm.models import (
 from swarm.outbox import emit
 from swarm.states import IllegalTransition, ObjectiveState, RunState, StepState, check_transition
 from swarm.tools import ToolContext
+from swarm.turns import Turn
 from swarm.worker import StepBrief, review, run_worker
 
 if TYPE_CHECKING:
     from swarm.service import Swarm
 
 log = logging.getLogger(__name__)
-Q = TypeVar("Q")
-R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,6 +77,10 @@ class Claim:
     brief: StepBrief
     team_id: str
     thread: ThreadRef  # carried, so later transactions need not load the objective again
+    token: str  # the claim's identity: every write of this run is guarded by it
+    rejections: int  # by the critic, since the step was last troubleshot
+    ctx: CallContext
+    lost: bool = False  # the lease was taken over: stop at the next model call's end
 
 
 @dataclass(frozen=True)
@@ -82,18 +95,23 @@ class _Objective:
 # WHERE clause of each UPDATE is the state machine's check, and a statement built once compiles
 # once. Everything rarer goes through the ORM.
 _steps, _runs, _objectives = table(Step), table(StepRun), table(Objective)
-_notes, _questions = table(Note), table(Question)
+_notes, _questions, _interventions = table(Note), table(Question), table(Intervention)
 
 
 def _claim(which: ColumnElement[bool]) -> Update:
+    # a pending step that needs approval is asked for first (engine); only a ready one runs
+    startable = or_(_steps.c.state == StepState.READY,
+                    and_(_steps.c.state == StepState.PENDING, _steps.c.needs_approval.is_(False)))
     return (
         update(_steps)
-        .where(which, or_(_steps.c.state == StepState.PENDING, _steps.c.state == StepState.READY),
+        .where(which, startable,
                select(_objectives.c.id).where(_objectives.c.id == bindparam("oid"),
                                               _objectives.c.state == ObjectiveState.RUNNING)
                .exists())
         .values(state=StepState.RUNNING, attempts=_steps.c.attempts + 1,
-                started_at=func.coalesce(_steps.c.started_at, bindparam("now")))
+                started_at=func.coalesce(_steps.c.started_at, bindparam("now")),
+                claim_token=bindparam("token"), lease_owner=bindparam("owner"),
+                lease_expires_at=bindparam("until"))
         .returning(_steps.c.id, _steps.c.attempts, _steps.c.title, _steps.c.role,
                    _steps.c.instructions, _steps.c.depends_on, _steps.c.plan_version))
 
@@ -104,7 +122,8 @@ _CLAIM_MANY = _claim(_steps.c.id.in_(bindparam("sids", expanding=True)))
 _STATE_OF = select(_steps.c.state).where(_steps.c.id == bindparam("sid"))
 _STATES_OF = select(_steps.c.id, _steps.c.state).where(
     _steps.c.id.in_(bindparam("sids", expanding=True)))
-_INSERT_RUNS = insert(_runs).returning(_runs.c.id, _runs.c.step_id, sort_by_parameter_order=True)
+_INSERT_RUNS = _runs.insert().returning(_runs.c.id, _runs.c.step_id,
+                                        sort_by_parameter_order=True)
 _INPUTS = select(_steps.c.plan_version, _steps.c.key, _steps.c.title, _steps.c.output).where(
     _steps.c.objective_id == bindparam("oid"), _steps.c.key.in_(bindparam("keys", expanding=True)))
 _NOTES = select(_notes.c.text).where(_notes.c.objective_id == bindparam("oid")) \
@@ -115,77 +134,33 @@ _ANSWERS = select(_questions.c.text, _questions.c.answer).where(
 _LAST_CRITIQUE = select(_runs.c.critique).where(
     _runs.c.step_id == bindparam("sid"), _runs.c.state == RunState.REJECTED
 ).order_by(_runs.c.id.desc()).limit(1)
+# Revisions are counted in the critic's rejections since the step was last troubleshot: a human
+# answer or a budget pause makes a new attempt, not a revision.
+_REJECTIONS = select(func.count()).select_from(_runs).where(
+    _runs.c.step_id == bindparam("sid"), _runs.c.state == RunState.REJECTED,
+    _runs.c.attempt > func.coalesce(
+        select(func.max(_interventions.c.attempts))
+        .where(_interventions.c.step_id == bindparam("sid")).scalar_subquery(), 0))
 _ACCEPT_RUN = (
     update(_runs).where(_runs.c.id == bindparam("rid"), _runs.c.state == RunState.RUNNING)
     .values(state=RunState.ACCEPTED, approved=True, output=bindparam("output"),
-            critique=bindparam("critique"), finished_at=bindparam("now"),
-            prompt_tokens=_runs.c.prompt_tokens + bindparam("pt"),
-            completion_tokens=_runs.c.completion_tokens + bindparam("ct"),
-            cost=_runs.c.cost + bindparam("cost")))
+            critique=bindparam("critique"), finished_at=bindparam("now")))
 _FINISH_STEP = (
-    update(_steps).where(_steps.c.id == bindparam("sid"), _steps.c.state == StepState.RUNNING)
-    .values(state=StepState.FINISHED, output=bindparam("output"), finished_at=bindparam("now")))
-_INSERT_CALLS = insert(table(LLMCall))
-_CALL_COLUMNS = tuple(c.key for c in table(LLMCall).c if c.key != "id")
+    update(_steps).where(_steps.c.id == bindparam("sid"), _steps.c.state == StepState.RUNNING,
+                         _steps.c.claim_token == bindparam("token"))
+    .values(state=StepState.FINISHED, output=bindparam("output"), finished_at=bindparam("now"),
+            claim_token=None, lease_owner=None, lease_expires_at=None))
+_RELEASE = (
+    update(_steps).where(_steps.c.id == bindparam("sid"), _steps.c.state == StepState.RUNNING,
+                         _steps.c.claim_token == bindparam("token"))
+    .values(state=StepState.READY, claim_token=None, lease_owner=None, lease_expires_at=None))
+_ABANDON_RUN = (
+    update(_runs).where(_runs.c.id == bindparam("rid"), _runs.c.state == RunState.RUNNING)
+    .values(state=RunState.ABANDONED, finished_at=bindparam("now"),
+            error="its process stopped"))
 
 
-_Accepted = tuple[Claim, str, str, CallContext]  # claim, output, the critic's words, calls
-
-
-# At most this many transitions per transaction, the rest on the next turn: a batch spares
-# commits, but while it is written no other step moves. With 100 objectives at once (500 steps
-# a layer) one batch held every step back; 8 gave the best wall time (bench/orchestration.py).
-_MOST = 8
-
-
-class _Turn(Generic[Q, R]):
-    """Requests made during one turn of the event loop, served together on the next turn, at
-    most `most` at a time."""
-
-    def __init__(self, serve: Callable[[list[Q]], list[R | Exception]], most: int) -> None:
-        self._serve = serve
-        self._most = most
-        self._waiting: list[tuple[Q, asyncio.Future[R]]] = []
-
-    async def __call__(self, request: Q) -> R:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        self._waiting.append((request, future))
-        if len(self._waiting) == 1:
-            loop.call_soon(self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        waiting, self._waiting = self._waiting[:self._most], self._waiting[self._most:]
-        if self._waiting:
-            asyncio.get_running_loop().call_soon(self._flush)
-        try:
-            results = self._serve([request for request, _ in waiting])
-        except Exception as exc:  # the transaction rolled back: every waiter sees why
-            results = [exc] * len(waiting)
-        for (_, future), result in zip(waiting, results, strict=True):
-            if future.done():  # its task was cancelled: a claimed step stays running until
-                continue       # recover() runs it again after a restart
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-
-def _totals(ctx: CallContext) -> tuple[int, int, float]:
-    return (sum(c.prompt_tokens for c in ctx.calls), sum(c.completion_tokens for c in ctx.calls),
-            sum(c.cost for c in ctx.calls))
-
-
-def _values(call: LLMCall) -> dict[str, Any]:
-    values = {k: getattr(call, k) for k in _CALL_COLUMNS}
-    values["created_at"] = values["created_at"] or utcnow()
-    return values
-
-
-def set_step(step: Step, state: StepState) -> None:
-    check_transition(StepState(step.state), state)
-    step.state = state
+_Accepted = tuple[Claim, str, str]  # claim, output, the critic's words
 
 
 def set_run(run: StepRun, state: RunState) -> None:
@@ -194,24 +169,29 @@ def set_run(run: StepRun, state: RunState) -> None:
     run.finished_at = utcnow()
 
 
-def _book(session: Session, run: StepRun, ctx: CallContext) -> None:
-    """Write the calls made since the last transaction and add them to the run's totals."""
-    prompt, completion, cost = _totals(ctx)
-    run.prompt_tokens += prompt
-    run.completion_tokens += completion
-    run.cost += cost
-    session.add_all(ctx.calls)
-    ctx.calls = []
-
-
-def _close_unsuccessful(session: Session, run: StepRun, ctx: CallContext, output: str | None,
-                        critique: str | None, error: str) -> None:
+def _close_unsuccessful(run: StepRun, output: str | None, critique: str | None,
+                        error: str) -> None:
     """End a run that produced no accepted output: rejected by the critic, or failed."""
     run.output, run.critique, run.error = output, critique, error
     if critique is not None:
         run.approved = False
     set_run(run, RunState.REJECTED if critique is not None else RunState.FAILED)
-    _book(session, run, ctx)
+
+
+def _owned(s: Session, claim: Claim) -> tuple[Step, StepRun] | None:
+    """The step and run, locked, while `claim` still owns them; None once it does not."""
+    step = s.scalar(select(Step).where(Step.id == claim.step_id,
+                                       Step.state == StepState.RUNNING,
+                                       Step.claim_token == claim.token).with_for_update())
+    if step is None:
+        return None
+    run = s.get(StepRun, claim.run_id)
+    assert run is not None
+    return step, run
+
+
+def _state(s: Session, step_id: int) -> StepState:
+    return StepState(s.scalar(select(Step.state).where(Step.id == step_id)))
 
 
 class StepRunner:
@@ -219,13 +199,21 @@ class StepRunner:
 
     def __init__(self, swarm: Swarm) -> None:
         self.swarm = swarm
+        self.owner = leases.new_owner()
         self._objectives: dict[int, _Objective] = {}
+        self._held: dict[int, Claim] = {}  # step id -> this process's claim on it
+        self._heartbeat: asyncio.Task[None] | None = None
         # Steps of a DAG layer start, and finish, in the same turn of the loop: each of the two
         # transitions is written for all of them in one transaction.
-        self._claim: _Turn[tuple[int, int], Claim | StepState] = _Turn(self._claim_all, _MOST)
-        self._finish: _Turn[_Accepted, StepState] = _Turn(self._finish_all, _MOST)
+        self._claim: Turn[tuple[int, int], Claim | StepState] = Turn(self._claim_all)
+        self._finish: Turn[_Accepted, StepState] = Turn(self._finish_all)
 
-    def _claim_all(self, requests: list[tuple[int, int]]) -> list[Claim | StepState | Exception]:
+    async def _write(self, write: Callable[[], T], what: str) -> T:
+        return await self.swarm.db.retrying(write, what)
+
+    # -- claim -------------------------------------------------------------------------------
+    async def _claim_all(self, requests: list[tuple[int, int]]
+                         ) -> list[Claim | StepState | Exception]:
         """Claims asked for in one turn of the loop: one transaction per objective."""
         by_objective: dict[int, list[int]] = {}
         for objective_id, step_id in requests:
@@ -233,19 +221,21 @@ class StepRunner:
         done: dict[tuple[int, int], Claim | StepState | Exception] = {}
         for objective_id, step_ids in by_objective.items():
             try:
-                claims = self._claim_many(objective_id, step_ids)
+                obj = self._objective(objective_id)
+                claims = await self._write(lambda o=obj, ids=step_ids: self._claim_many(o, ids),
+                                           "step.claim")
                 done.update(((objective_id, sid), claims[sid]) for sid in step_ids)
             except Exception as exc:  # those steps fail (the engine's crash path), not others
                 done.update(((objective_id, sid), exc) for sid in step_ids)
         return [done[r] for r in requests]
 
-    def _claim_many(self, objective_id: int, step_ids: list[int]) -> dict[int, Claim | StepState]:
-        obj = self._objective(objective_id)
-        now = utcnow()
+    def _claim_many(self, obj: _Objective, step_ids: list[int]) -> dict[int, Claim | StepState]:
+        now, token = utcnow(), uuid.uuid4().hex
+        params = {"oid": obj.id, "now": now, "token": token, "owner": self.owner,
+                  "until": leases.expiry(self.swarm.settings.lease_s, now)}
         with self.swarm.db.core() as c:
-            claimed = c.execute(_CLAIM_ONE, {"sid": step_ids[0], "oid": objective_id, "now": now}) \
-                if len(step_ids) == 1 else \
-                c.execute(_CLAIM_MANY, {"sids": step_ids, "oid": objective_id, "now": now})
+            claimed = c.execute(_CLAIM_ONE, {"sid": step_ids[0], **params}) \
+                if len(step_ids) == 1 else c.execute(_CLAIM_MANY, {"sids": step_ids, **params})
             steps = {r.id: r for r in claimed}
             out: dict[int, Claim | StepState] = {  # paused, cancelled, or moved by another
                 sid: StepState(state) for sid, state in c.execute(_STATES_OF, {
@@ -254,15 +244,17 @@ class StepRunner:
             if not steps:
                 return out
             runs = c.execute(_INSERT_RUNS, [
-                {"step_id": sid, "objective_id": objective_id, "attempt": st.attempts,
+                {"step_id": sid, "objective_id": obj.id, "attempt": st.attempts,
                  "state": RunState.RUNNING, "started_at": now} for sid, st in steps.items()])
             run_ids = {step_id: run_id for run_id, step_id in runs}
-            emit(c, obj.thread, *(StepStarted(objective_id, sid, st.title, st.role, st.attempts)
+            emit(c, obj.thread, *(StepStarted(obj.id, sid, st.title, st.role, st.attempts)
                                   for sid, st in steps.items()))
             briefs = self._briefs(c, obj, steps)
             for sid, st in steps.items():
-                out[sid] = Claim(objective_id, sid, run_ids[sid], st.attempts, st.role,
-                                 briefs[sid], obj.team_id, obj.thread)
+                brief, rejections = briefs[sid]
+                out[sid] = Claim(obj.id, sid, run_ids[sid], st.attempts, st.role, brief,
+                                 obj.team_id, obj.thread, token, rejections,
+                                 CallContext(obj.id, sid, obj.team_id, run_ids[sid]))
         return out
 
     def _objective(self, objective_id: int) -> _Objective:
@@ -278,67 +270,100 @@ class StepRunner:
         return known
 
     def _briefs(self, c: Connection, obj: _Objective,
-                steps: dict[int, Row[Any]]) -> dict[int, StepBrief]:
+                steps: dict[int, Row[Any]]) -> dict[int, tuple[StepBrief, int]]:
         wanted = {(st.plan_version, k) for st in steps.values() for k in st.depends_on or ()}
         outputs: dict[tuple[int, str], tuple[str, str]] = {}
         if wanted:
             outputs = {(pv, key): (title, output or "") for pv, key, title, output in c.execute(
                 _INPUTS, {"oid": obj.id, "keys": sorted({k for _, k in wanted})})}
         notes = list(c.scalars(_NOTES, {"oid": obj.id}))
-        briefs: dict[int, StepBrief] = {}
+        briefs: dict[int, tuple[StepBrief, int]] = {}
         for sid, st in steps.items():
             answers: list[tuple[str, str]] = []
             last: str | None = None
+            rejections = 0
             if st.attempts > 1:  # a first attempt has asked nothing and been rejected by no one
                 answers = [(q, a or "") for q, a in c.execute(_ANSWERS, {"sid": sid})]
                 last = c.scalar(_LAST_CRITIQUE, {"sid": sid})
+                rejections = int(c.scalar(_REJECTIONS, {"sid": sid}) or 0)
             inputs = [outputs[(st.plan_version, k)] for k in st.depends_on or ()
                       if (st.plan_version, k) in outputs]
-            briefs[sid] = StepBrief(goal=obj.goal, title=st.title, instructions=st.instructions,
-                                    inputs=inputs, notes=list(notes), answers=answers,
-                                    critique=last)
+            briefs[sid] = (StepBrief(goal=obj.goal, title=st.title, instructions=st.instructions,
+                                     inputs=inputs, notes=list(notes), answers=answers,
+                                     critique=last), rejections)
         return briefs
 
+    # -- the run -----------------------------------------------------------------------------
     async def run(self, objective_id: int, step_id: int) -> StepState:
         claim = await self._claim((objective_id, step_id))
         if not isinstance(claim, Claim):
             return claim
+        self._held[step_id] = claim
+        self._keep_alive()
+        try:
+            return await self._work(claim)
+        except Exception as exc:  # a bug inside the step: fail it visibly, never leave it running
+            log.exception("step.crashed objective=%s step=%s", objective_id, step_id)
+            error = f"internal error: {type(exc).__name__}"
+            return await self._write(lambda: self._fail(claim, error, action="step.crashed"),
+                                     "step.crashed")
+        finally:
+            self._held.pop(step_id, None)
+
+    async def _work(self, claim: Claim) -> StepState:
         sw = self.swarm
         role = sw.roles[claim.role]
-        team, role_name = claim.team_id, claim.role
-        ctx = CallContext(objective_id, step_id, team)
-        tool_ctx = ToolContext(objective_id, step_id, team,
+        team, role_name, oid, sid = claim.team_id, claim.role, claim.objective_id, claim.step_id
+        tool_ctx = ToolContext(oid, sid, team,
                                recall=lambda q, k: sw.recall_texts(team, q, k),
-                               add_note=lambda text: sw.add_note(objective_id, step_id,
-                                                                 role_name, text))
+                               add_note=lambda text: sw.add_note(oid, sid, role_name, text))
         while True:
             try:
-                result = await run_worker(sw.llm, role, claim.brief, sw.tools, tool_ctx, ctx,
-                                          sw.settings.max_tool_rounds)
+                result = await run_worker(sw.llm, role, claim.brief, sw.tools, tool_ctx,
+                                          claim.ctx, sw.settings.max_tool_rounds)
+                if claim.lost:
+                    return await self._lost(claim)
                 if result.question is not None:
-                    return self._wait_for_humans(claim, result.question, ctx)
+                    return await self._write(
+                        lambda q=result.question: self._wait_for_humans(claim, q), "step.wait")
                 output = result.output or ""
-                verdict = await review(sw.llm, sw.roles["critic"], claim.brief, output, ctx)
+                verdict = await review(sw.llm, sw.roles["critic"], claim.brief, output,
+                                       claim.ctx)
             except BudgetExceeded as exc:
-                return self._hold_for_budget(claim, exc, ctx)
+                return await self._write(lambda e=exc: self._hold_for_budget(claim, e),
+                                         "step.budget_hold")
             except LLMError as exc:
-                return await self._troubleshoot(claim, str(exc), ctx)
+                return await self._troubleshoot(claim, str(exc))
+            if claim.lost:
+                return await self._lost(claim)
             if verdict.approved:
-                return await self._finish((claim, output, verdict.critique, ctx))
-            if claim.attempt > sw.settings.max_revisions and \
-                    claim.attempt > sw.settings.max_revisions + self._revision_base(claim):
+                return await self._finish((claim, output, verdict.critique))
+            if claim.rejections + 1 > sw.settings.max_revisions:
                 return await self._troubleshoot(
-                    claim, f"rejected by the critic after {claim.attempt} attempts: "
-                           f"{verdict.critique}", ctx, output=output, critique=verdict.critique)
-            claim = self._revise(claim, output, verdict.critique, ctx)
+                    claim, f"rejected by the critic {claim.rejections + 1} times: "
+                           f"{verdict.critique}", output=output, critique=verdict.critique)
+            critique = verdict.critique
+            revised = await self._write(lambda o=output, c=critique: self._revise(claim, o, c),
+                                        "step.revise")
+            if isinstance(revised, StepState):
+                return revised
+            claim.run_id, claim.attempt = revised
+            claim.ctx.run_id = claim.run_id
+            claim.rejections += 1
+            claim.brief.critique = critique
 
-    def _revise(self, claim: Claim, output: str, critique: str, ctx: CallContext) -> Claim:
+    async def _lost(self, claim: Claim) -> StepState:
+        log.info("step.claim_lost objective=%s step=%s", claim.objective_id, claim.step_id)
+        with self.swarm.db.read() as s:
+            return _state(s, claim.step_id)
+
+    def _revise(self, claim: Claim, output: str, critique: str) -> tuple[int, int] | StepState:
         with self.swarm.db.tx() as s:
-            run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
-            assert run is not None and step is not None
+            if (owned := _owned(s, claim)) is None:
+                return _state(s, claim.step_id)
+            step, run = owned
             run.output, run.approved, run.critique = output, False, critique
             set_run(run, RunState.REJECTED)
-            _book(s, run, ctx)
             step.attempts += 1
             nxt = StepRun(step_id=step.id, objective_id=step.objective_id, attempt=step.attempts,
                           state=RunState.RUNNING)
@@ -346,80 +371,59 @@ class StepRunner:
             s.flush()
             emit(s, claim.thread, StepRevised(step.objective_id, step.id, step.title,
                                               step.attempts, critique))
-        self.swarm.remember_later(claim.team_id, f"Critic on '{step.title}': {critique}",
-                                  "critique", step.objective_id)
-        claim.brief.critique = critique
-        return Claim(claim.objective_id, claim.step_id, nxt.id, step.attempts, claim.role,
-                     claim.brief, claim.team_id, claim.thread)
+            after_commit(s, lambda title=step.title: self.swarm.remember_later(
+                claim.team_id, f"Critic on '{title}': {critique}", "critique",
+                claim.objective_id))
+            return nxt.id, step.attempts
 
-    def _finish_all(self, requests: list[_Accepted]) -> list[StepState | Exception]:
+    async def _finish_all(self, requests: list[_Accepted]) -> list[StepState | Exception]:
         """Accepted outputs recorded in one turn of the loop: one transaction for all of them."""
+        return await self._write(lambda: self._finish_tx(requests), "step.finish")
+
+    def _finish_tx(self, requests: list[_Accepted]) -> list[StepState | Exception]:
         now = utcnow()
         out: list[StepState | Exception] = []
-        calls: list[dict[str, Any]] = []
         events: list[tuple[ThreadRef, StepFinished]] = []
         with self.swarm.db.core() as c:
-            for claim, output, critique, ctx in requests:
-                calls += [_values(call) for call in ctx.calls]  # made and paid for, whatever
-                prompt, completion, cost = _totals(ctx)                # happens next
-                ctx.calls = []
+            for claim, output, critique in requests:
                 if not c.execute(_FINISH_STEP, {"sid": claim.step_id, "output": output,
-                                                "now": now}).rowcount:
-                    # cancelled meanwhile (e.g. from another process): its run was closed
-                    # with it, and the others in the batch go on
+                                                "now": now, "token": claim.token}).rowcount:
+                    # cancelled or taken over meanwhile (e.g. by another process): its run was
+                    # closed with it, and the others in the batch go on
                     out.append(StepState(c.execute(_STATE_OF, {"sid": claim.step_id})
                                          .scalar_one()))
                     continue
                 if not c.execute(_ACCEPT_RUN, {"rid": claim.run_id, "output": output,
-                                               "critique": critique, "now": now, "pt": prompt,
-                                               "ct": completion, "cost": cost}).rowcount:
+                                               "critique": critique, "now": now}).rowcount:
                     raise IllegalTransition(f"run {claim.run_id} of a running step is not running")
                 events.append((claim.thread, StepFinished(claim.objective_id, claim.step_id,
                                                           claim.brief.title, claim.role, output)))
                 out.append(StepState.FINISHED)
-            if calls:
-                c.execute(_INSERT_CALLS, calls)
             for thread, event in events:
                 emit(c, thread, event)
         return out
 
-    def _fail(self, claim: Claim, error: str, ctx: CallContext, output: str | None = None,
-              critique: str | None = None) -> StepState:
+    def _fail(self, claim: Claim, error: str, output: str | None = None,
+              critique: str | None = None, action: str = "step.failed") -> StepState:
         with self.swarm.db.tx() as s:
-            run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
-            assert run is not None and step is not None
-            _close_unsuccessful(s, run, ctx, output, critique, error)
-            set_step(step, StepState.FAILED)
-            step.error, step.finished_at = error, utcnow()
+            if (owned := _owned(s, claim)) is None:
+                return _state(s, claim.step_id)
+            step, run = owned
+            _close_unsuccessful(run, output, critique, error)
+            move_step(s, step, StepState.FAILED, claim=claim.token, error=error,
+                      finished_at=utcnow())
             emit(s, claim.thread, StepFailed(step.objective_id, step.id, step.title, error))
-            audit(s, "swarm", "step.failed", step.objective_id, step=step.key, error=error)
-        log.info("step.failed objective=%s step=%s", step.objective_id, step.id)
+            audit(s, "swarm", action, step.objective_id, step=step.key, error=error)
+        log.info("step.failed objective=%s step=%s", claim.objective_id, claim.step_id)
         return StepState.FAILED
 
-    def fail_crashed(self, step_id: int, error: str) -> StepState:
-        """A bug inside a step's run: fail that step visibly instead of leaving it running."""
+    def _wait_for_humans(self, claim: Claim, question: str) -> StepState:
         with self.swarm.db.tx() as s:
-            step = s.get(Step, step_id)
-            obj = s.get(Objective, step.objective_id) if step else None
-            if step is None or obj is None or step.state != StepState.RUNNING:
-                return StepState(step.state) if step else StepState.FAILED
-            for run in s.scalars(select(StepRun).where(StepRun.step_id == step_id,
-                                                       StepRun.state == RunState.RUNNING)):
-                run.error = error
-                set_run(run, RunState.FAILED)
-            set_step(step, StepState.FAILED)
-            step.error, step.finished_at = error, utcnow()
-            emit(s, obj.thread, StepFailed(obj.id, step.id, step.title, error))
-            audit(s, "swarm", "step.crashed", obj.id, step=step.key, error=error)
-        return StepState.FAILED
-
-    def _wait_for_humans(self, claim: Claim, question: str, ctx: CallContext) -> StepState:
-        with self.swarm.db.tx() as s:
-            run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
-            assert run is not None and step is not None
+            if (owned := _owned(s, claim)) is None:
+                return _state(s, claim.step_id)
+            step, run = owned
             set_run(run, RunState.WAITING)
-            _book(s, run, ctx)
-            set_step(step, StepState.WAITING_HUMAN)
+            move_step(s, step, StepState.WAITING_HUMAN, claim=claim.token)
             q = Question(objective_id=step.objective_id, step_id=step.id, text=question)
             s.add(q)
             s.flush()
@@ -430,65 +434,71 @@ class StepRunner:
         return StepState.WAITING_HUMAN
 
     # -- recovery: the troubleshooter, and budget holds -------------------------------------
-    def _revision_base(self, claim: Claim) -> int:
-        with self.swarm.db.read() as s:
-            return troubleshooter.revision_base(s, claim.step_id)
-
-    async def _troubleshoot(self, claim: Claim, error: str, ctx: CallContext,
-                            output: str | None = None, critique: str | None = None) -> StepState:
+    async def _troubleshoot(self, claim: Claim, error: str, output: str | None = None,
+                            critique: str | None = None) -> StepState:
         """A step that failed after its retries: ask the troubleshooter, within the bounds."""
         sw = self.swarm
+
+        def fail(why: str) -> Any:
+            return self._write(lambda: self._fail(claim, why, output, critique), "step.fail")
+
         with sw.db.read() as s:
             earlier = troubleshooter.history(s, claim.step_id)
-            total = troubleshooter.objective_count(s, ctx.objective_id or 0)
+            total = troubleshooter.objective_count(s, claim.objective_id)
         per_step, per_objective = (sw.settings.max_troubleshoots_per_step,
                                    sw.settings.max_troubleshoots_per_objective)
         if "troubleshooter" not in sw.roles:
-            return self._fail(claim, error, ctx, output=output, critique=critique)
+            return await fail(error)
         if len(earlier) >= per_step or total >= per_objective:
             spent = (f"{len(earlier)} of {per_step} for this step" if len(earlier) >= per_step
                      else f"{total} of {per_objective} for this objective")
-            return self._fail(claim, f"{error} (no troubleshooting left: {spent} used)", ctx,
-                              output=output, critique=critique)
+            return await fail(f"{error} (no troubleshooting left: {spent} used)")
         failed = troubleshooter.FailedStep(claim.brief.goal, claim.brief.title, claim.role,
                                            claim.brief.instructions, error, output)
         try:
             decision = await troubleshooter.decide(sw.llm, sw.roles["troubleshooter"], sw.roles,
-                                                   failed, earlier, ctx,
+                                                   failed, earlier, claim.ctx,
                                                    max_steps=sw.settings.max_replan_steps)
         except BudgetExceeded as exc:
-            return self._hold_for_budget(claim, exc, ctx)
+            return await self._write(lambda e=exc: self._hold_for_budget(claim, e),
+                                     "step.budget_hold")
         except LLMError as exc:
-            return self._fail(claim, f"{error}; the troubleshooter could not help: {exc}", ctx,
-                              output=output, critique=critique)
-        return self._troubleshot(claim, decision, error, ctx, output, critique, len(earlier) + 1)
+            return await fail(f"{error}; the troubleshooter could not help: {exc}")
+        if claim.lost:
+            return await self._lost(claim)
+        return await self._write(lambda: self._troubleshot(claim, decision, error, output,
+                                                           critique, len(earlier) + 1),
+                                 "step.troubleshot")
 
     def _troubleshot(self, claim: Claim, decision: troubleshooter.TroubleshootDecision,
-                     error: str, ctx: CallContext, output: str | None, critique: str | None,
+                     error: str, output: str | None, critique: str | None,
                      number: int) -> StepState:
         """Apply the decision in one transaction with its event and audit entry."""
         sw = self.swarm
         with sw.db.tx() as s:
-            run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
-            assert run is not None and step is not None
-            _close_unsuccessful(s, run, ctx, output, critique, error)
+            if (owned := _owned(s, claim)) is None:
+                return _state(s, claim.step_id)
+            step, run = owned
+            _close_unsuccessful(run, output, critique, error)
             new_steps: list[Step] = []
             question: Question | None = None
+            values: dict[str, Any] = {}
             if decision.action == "retry":
-                step.instructions = decision.instructions
-                state = StepState.READY
+                values["instructions"] = decision.instructions
+                # an approval binds to the instructions it showed: new ones are asked again
+                state = StepState.PENDING if step.needs_approval else StepState.READY
             elif decision.action == "replan":
                 new_steps = troubleshooter.replace_step(s, step, decision.steps, sw.roles)
-                step.error = f"replaced by {', '.join(st.key for st in new_steps)}: " \
-                             f"{decision.reason}"
-                step.finished_at = utcnow()
+                values["error"] = (f"replaced by {', '.join(st.key for st in new_steps)}: "
+                                   f"{decision.reason}")
+                values["finished_at"] = utcnow()
                 state = StepState.REPLACED
             else:
                 question = Question(objective_id=step.objective_id, step_id=step.id,
                                     text=decision.question)
                 s.add(question)
                 state = StepState.WAITING_HUMAN
-            set_step(step, state)
+            move_step(s, step, state, claim=claim.token, **values)
             line, detail = troubleshooter.detail_of(decision, new_steps)
             s.add(Intervention(objective_id=step.objective_id, step_id=step.id,
                                action=decision.action, reason=decision.reason, error=error,
@@ -502,24 +512,67 @@ class StepRunner:
                                                     step.title, question.text))
             audit(s, "troubleshooter", "step.troubleshot", step.objective_id, step=step.key,
                   decision=decision.action, reason=decision.reason, error=error, detail=detail)
-        log.info("step.troubleshot objective=%s step=%s action=%s n=%d", step.objective_id,
-                 step.id, decision.action, number)
-        if new_steps:
-            sw.engine.poke(step.objective_id)  # the driver must load the new steps
+            if new_steps:  # the driver must load the new steps
+                after_commit(s, lambda: sw.engine.poke(claim.objective_id))
+        log.info("step.troubleshot objective=%s step=%s action=%s n=%d", claim.objective_id,
+                 claim.step_id, decision.action, number)
         return state
 
-    def _hold_for_budget(self, claim: Claim, exc: BudgetExceeded, ctx: CallContext) -> StepState:
+    def _hold_for_budget(self, claim: Claim, exc: BudgetExceeded) -> StepState:
         """The call was not made: the step waits (ready) and the objective pauses for approval."""
         sw = self.swarm
         with sw.db.tx() as s:
-            run, step = s.get(StepRun, claim.run_id), s.get(Step, claim.step_id)
-            assert run is not None and step is not None
+            if (owned := _owned(s, claim)) is None:
+                return _state(s, claim.step_id)
+            step, run = owned
             run.error = str(exc)
             set_run(run, RunState.ABANDONED)
-            _book(s, run, ctx)
-            set_step(step, StepState.READY)
+            move_step(s, step, StepState.READY, claim=claim.token)
             obj = s.get(Objective, step.objective_id)
             assert obj is not None
             sw.hold_for_budget(s, obj, exc)
-        sw.engine.poke(step.objective_id)  # the driver must see the pause before it restarts
+            # the driver must see the pause before it restarts the step
+            after_commit(s, lambda: sw.engine.poke(claim.objective_id))
         return StepState.READY
+
+    # -- leases ------------------------------------------------------------------------------
+    def _keep_alive(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._renew_leases())
+
+    async def _renew_leases(self) -> None:
+        """Renew the leases of the steps this process runs, a third of a lease apart; a claim
+        that is gone (taken over after a stall, cancelled elsewhere) is marked lost."""
+        lease_s = self.swarm.settings.lease_s
+        while self._held:
+            await asyncio.sleep(lease_s / 3)
+            claims = dict(self._held)
+            try:
+                with self.swarm.db.core(wake=False) as c:
+                    kept = leases.renew(c, {sid: cl.token for sid, cl in claims.items()},
+                                        leases.expiry(lease_s))
+            except Exception as exc:  # the database is away: the next beat tries again
+                log.warning("lease.renew_failed steps=%d error=%s", len(claims),
+                            type(exc).__name__)
+                continue
+            for sid, claim in claims.items():
+                if sid not in kept:
+                    claim.lost = True
+
+    def release_all(self) -> None:
+        """Shutdown: hand back the steps this process still runs, so another process (or the
+        next start) takes them over at once instead of waiting out the lease."""
+        if not self._held:
+            return
+        now = utcnow()
+        try:
+            with self.swarm.db.core() as c:
+                for claim in self._held.values():
+                    if c.execute(_RELEASE, {"sid": claim.step_id, "token": claim.token}).rowcount:
+                        c.execute(_ABANDON_RUN, {"rid": claim.run_id, "now": now})
+        except Exception as exc:  # their leases expire by themselves
+            log.warning("lease.release_failed steps=%d error=%s", len(self._held),
+                        type(exc).__name__)
+        self._held.clear()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()

@@ -13,7 +13,7 @@ from swarm.llm import LLM, CallContext
 from swarm.models import Intervention, Step
 from swarm.planner import PlanSpec, StepSpec, validate_plan
 from swarm.prompts import render
-from swarm.roles import Role
+from swarm.roles import Role, needs_approval
 from swarm.states import StepState
 
 Action = Literal["retry", "replan", "ask_humans"]
@@ -112,7 +112,7 @@ def replace_step(s: Session, step: Step, specs: list[StepSpec],
                 position=step.position + i, title=spec.title[:200], role=spec.role,
                 instructions=spec.instructions,
                 depends_on=[keys[d] for d in spec.depends_on] or list(step.depends_on),
-                needs_approval=spec.needs_approval or roles[spec.role].risky,
+                needs_approval=needs_approval(roles, spec.role, spec.needs_approval),
                 state=StepState.PENDING) for i, spec in enumerate(specs, 1)]
     s.add_all(new)
     waited_on = {d for spec in specs for d in spec.depends_on}

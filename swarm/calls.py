@@ -1,0 +1,56 @@
+"""The one way model calls are booked: each call's rows are written as the call returns."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert
+
+from swarm.budget import Budget, Hold
+from swarm.db import Database
+from swarm.models import LLMCall, table, utcnow
+from swarm.turns import Turn
+
+_INSERT = insert(table(LLMCall))
+_COLUMNS = tuple(c.key for c in table(LLMCall).c if c.key != "id")
+Booking = tuple[list[LLMCall], Hold | None]
+
+
+def _values(call: LLMCall) -> dict[str, Any]:
+    values = {k: getattr(call, k) for k in _COLUMNS}
+    values["created_at"] = values["created_at"] or utcnow()
+    return values
+
+
+class CallBook:
+    """Writes the rows of the calls that returned in one turn of the loop in one transaction,
+    then releases their budget holds: spend is in the database before the hold goes, so a
+    budget check never misses it and never counts it twice. A cancelled step's calls are
+    booked all the same (`submit` needs no await)."""
+
+    def __init__(self, db: Database, budget: Budget | None) -> None:
+        self.db, self.budget = db, budget
+        self._turn: Turn[Booking, None] = Turn(self._write)
+
+    def submit(self, rows: list[LLMCall], hold: Hold | None) -> None:
+        self._turn.submit((rows, hold))
+
+    async def __call__(self, rows: list[LLMCall], hold: Hold | None) -> None:
+        await self._turn((rows, hold))
+
+    async def _write(self, bookings: list[Booking]) -> list[None | Exception]:
+        values = [_values(row) for rows, _ in bookings for row in rows]
+
+        def write() -> None:
+            with self.db.core(wake=False) as c:  # bookkeeping: nothing new to deliver or run
+                c.execute(_INSERT, values)
+        try:
+            if values:
+                await self.db.retrying(write, "llm_calls.insert")
+        finally:  # a hold that outlived a failed write would block the budget for good
+            if self.budget is not None:
+                for _, hold in bookings:
+                    self.budget.release(hold)
+        return [None] * len(bookings)
+
+    async def drain(self) -> None:
+        await self._turn.drain()

@@ -1,0 +1,75 @@
+"""Guarded writes: each state change is an UPDATE whose WHERE clause is the state machine's
+check (and, for a running step, its claim), and its row count says whether this process made
+it. Of two processes making the same move, exactly one changes the row; the other is told."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from swarm.models import Approval, Objective, Step, utcnow
+from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, StepState, sources
+
+
+def _allowed(to: StrEnum, only_from: Iterable[StrEnum] | None) -> list[str]:
+    allowed = sources(to)
+    if only_from is not None:
+        allowed &= {str(s) for s in only_from}
+    return sorted(allowed)
+
+
+def _apply(s: Session, row: Any, done: bool, values: dict[str, Any]) -> bool:
+    """Mirror a guarded UPDATE on the session's copy of the row: its values when it changed
+    the row, the database's when another process got there first."""
+    if done:
+        for key, value in values.items():
+            set_committed_value(row, key, value)
+    else:
+        s.refresh(row)
+    return done
+
+
+def move_objective(s: Session, obj: Objective, to: ObjectiveState, reason: str | None = None,
+                   *, only_from: Iterable[ObjectiveState] | None = None,
+                   **values: Any) -> bool:
+    """Move `obj` to `to` if its state allows it now (and is one of `only_from`)."""
+    now = utcnow()
+    values |= {"state": str(to), "state_reason": reason, "updated_at": now}
+    if to in TERMINAL_OBJECTIVE:
+        values["finished_at"] = now
+    result = s.execute(update(Objective)
+                       .where(Objective.id == obj.id, Objective.state.in_(_allowed(to, only_from)))
+                       .values(**values).execution_options(synchronize_session=False))
+    return _apply(s, obj, result.rowcount == 1, values)
+
+
+def move_step(s: Session, step: Step, to: StepState, *,
+              only_from: Iterable[StepState] | None = None, claim: str | None = None,
+              **values: Any) -> bool:
+    """Move `step` to `to` if its state allows it now; with `claim`, only while that claim
+    still owns the running step."""
+    values |= {"state": str(to)}
+    if to != StepState.RUNNING:
+        values |= {"claim_token": None, "lease_owner": None, "lease_expires_at": None}
+    where = [Step.id == step.id, Step.state.in_(_allowed(to, only_from))]
+    if claim is not None:
+        where.append(Step.claim_token == claim)
+    result = s.execute(update(Step).where(*where).values(**values)
+                       .execution_options(synchronize_session=False))
+    return _apply(s, step, result.rowcount == 1, values)
+
+
+def decide_approval(s: Session, approval: Approval, to: ApprovalState, user: str | None,
+                    reason: str | None = None) -> bool:
+    """Settle a pending approval once: of two racing decisions exactly one returns True."""
+    values: dict[str, Any] = {"state": str(to), "decided_by": user, "decided_at": utcnow(),
+                              "reason": reason}
+    result = s.execute(update(Approval)
+                       .where(Approval.id == approval.id,
+                              Approval.state.in_(_allowed(to, None)))
+                       .values(**values).execution_options(synchronize_session=False))
+    return _apply(s, approval, result.rowcount == 1, values)
