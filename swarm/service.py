@@ -612,7 +612,7 @@ class Swarm:
     def open_questions(self, objective_id: int) -> list[Question]:
         with self.db.read() as s:
             return list(s.scalars(select(Question).where(
-                Question.objective_id == objective_id, Question.answer.is_(None))))
+                Question.objective_id == objective_id, Question.closed_at.is_(None))))
 
 
 def _already(approval: Approval) -> str:
