@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 
@@ -16,10 +17,7 @@ from swarm.models import Approval, Objective, Step
 from swarm.outbox import emit
 from swarm.roles import binding
 from swarm.states import TERMINAL_STEP, ApprovalState, ObjectiveState, StepState
-from swarm.steps import StepRunner
-
-if TYPE_CHECKING:
-    from swarm.service import Swarm
+from swarm.steps import StepRunner, StepServices
 
 log = logging.getLogger(__name__)
 _BLOCKED = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
@@ -91,11 +89,17 @@ class _Drive:
 
 
 class Engine:
-    def __init__(self, swarm: Swarm, executor: Executor | None = None) -> None:
-        self.swarm = swarm
-        self.runner = StepRunner(swarm)
+    """Drives each running objective's DAG; `finish(objective_id)` is called when every step
+    of it has come to an end."""
+
+    def __init__(self, services: StepServices, finish: Callable[[int], None],
+                 executor: Executor | None = None) -> None:
+        self.swarm = services
+        self.finish = finish
+        services.poke = self.poke
+        self.runner = StepRunner(services)
         self.executor = executor or InProcessExecutor(self.runner)
-        self._global = asyncio.Semaphore(swarm.settings.max_concurrent_steps)
+        self._global = asyncio.Semaphore(services.settings.max_concurrent_steps)
         self._drives: dict[int, _Drive] = {}
 
     def poke(self, objective_id: int) -> None:
@@ -177,7 +181,7 @@ class Engine:
                                 self._run(objective_id, node.id, drive))
                     if not drive.in_flight and all(n.state in TERMINAL_STEP
                                                    for n in drive.nodes.values()):
-                        self.swarm.finish_objective(objective_id)
+                        self.finish(objective_id)
                         return
                 if state == ObjectiveState.RUNNING and elsewhere:
                     # running in another process: watch it, and take it over once its lease

@@ -48,6 +48,7 @@ from swarm.planner import PlanError, PlanSpec, make_plan
 from swarm.redact import redact
 from swarm.roles import Role, binding, load_roles, needs_approval
 from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState, StepState
+from swarm.steps import StepServices
 from swarm.tools import ToolRegistry, default_tools
 from swarm.views import ObjectiveView, objective_view
 
@@ -112,7 +113,9 @@ class Swarm:
         self.memory = memory
         self.roles = roles or load_roles(settings.roles_file)
         self.tools = tools or default_tools()
-        self.engine = Engine(self, executor)
+        self.engine = Engine(StepServices(db, settings, self.llm, self.roles, self.tools,
+                                          self.recall_texts, self.add_note, self.remember_later,
+                                          self.hold_for_budget), self.finish_objective, executor)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- background work -------------------------------------------------------------------

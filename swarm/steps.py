@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session
 from swarm import leases, troubleshooter
 from swarm.audit import audit
 from swarm.budget import BudgetExceeded
-from swarm.db import after_commit
+from swarm.config import Settings
+from swarm.db import Database, after_commit
 from swarm.events import (
     QuestionAsked,
     StepFailed,
@@ -42,7 +43,7 @@ from swarm.events import (
     StepTroubleshot,
 )
 from swarm.guards import move_step
-from swarm.llm import CallContext, LLMError
+from swarm.llm import LLM, CallContext, LLMError
 from swarm.models import (
     Intervention,
     Note,
@@ -55,16 +56,32 @@ from swarm.models import (
     utcnow,
 )
 from swarm.outbox import emit
+from swarm.roles import Role
 from swarm.states import IllegalTransition, ObjectiveState, RunState, StepState, check_transition
-from swarm.tools import ToolContext
+from swarm.tools import ToolContext, ToolRegistry
 from swarm.turns import Turn
 from swarm.worker import StepBrief, review, run_worker
 
-if TYPE_CHECKING:
-    from swarm.service import Swarm
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass
+class StepServices:
+    """All a step run needs: the database, the models, the roles and tools, and a few of the
+    swarm's services. Nothing here holds a task or waits for a human, so a worker in another
+    process can build its own from the database and settings alone."""
+
+    db: Database
+    settings: Settings
+    llm: LLM
+    roles: dict[str, Role]
+    tools: ToolRegistry
+    recall_texts: Callable[[str, str, int], Awaitable[list[str]]]
+    add_note: Callable[[int, int, str, str], Awaitable[None]]
+    remember_later: Callable[[str, str, str, int | None], None]
+    hold_for_budget: Callable[[Session, Objective, BudgetExceeded], None]
+    poke: Callable[[int], None] = field(default=lambda objective_id: None)  # the engine's
 
 
 @dataclass
@@ -197,8 +214,8 @@ def _state(s: Session, step_id: int) -> StepState:
 class StepRunner:
     """Runs one step to a resting state: finished, failed or waiting for a human."""
 
-    def __init__(self, swarm: Swarm) -> None:
-        self.swarm = swarm
+    def __init__(self, services: StepServices) -> None:
+        self.swarm = services
         self.owner = leases.new_owner()
         self._objectives: dict[int, _Objective] = {}
         self._held: dict[int, Claim] = {}  # step id -> this process's claim on it
@@ -513,7 +530,7 @@ class StepRunner:
             audit(s, "troubleshooter", "step.troubleshot", step.objective_id, step=step.key,
                   decision=decision.action, reason=decision.reason, error=error, detail=detail)
             if new_steps:  # the driver must load the new steps
-                after_commit(s, lambda: sw.engine.poke(claim.objective_id))
+                after_commit(s, lambda: sw.poke(claim.objective_id))
         log.info("step.troubleshot objective=%s step=%s action=%s n=%d", claim.objective_id,
                  claim.step_id, decision.action, number)
         return state
@@ -532,7 +549,7 @@ class StepRunner:
             assert obj is not None
             sw.hold_for_budget(s, obj, exc)
             # the driver must see the pause before it restarts the step
-            after_commit(s, lambda: sw.engine.poke(claim.objective_id))
+            after_commit(s, lambda: sw.poke(claim.objective_id))
         return StepState.READY
 
     # -- leases ------------------------------------------------------------------------------

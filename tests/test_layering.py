@@ -1,0 +1,58 @@
+"""The layering of ../shared/ARCHITECTURE.md, and no import cycles inside swarm/."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ("bot", "swarm", "memory", "schedules")
+SDKS = ("slack_bolt", "slack_sdk", "discord")
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, TYPE_CHECKING blocks and function bodies included."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def modules(package: str) -> dict[str, Path]:
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in (ROOT / package).rglob("*.py")}
+
+
+def test_swarm_has_no_import_cycles() -> None:
+    mods = modules("swarm")
+    graph = {name: {m for m in imports(path) if m in mods and m != name and m != "swarm"}
+             for name, path in mods.items()}
+    cycles: list[list[str]] = []
+
+    def visit(name: str, path: list[str], done: set[str]) -> None:
+        for dep in sorted(graph[name]):
+            if dep in path:
+                cycles.append(path[path.index(dep):] + [dep])
+            elif dep not in done:
+                done.add(dep)
+                visit(dep, path + [dep], done)
+
+    for name in sorted(graph):
+        visit(name, [name], {name})
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_each_layer_imports_only_what_it_may() -> None:
+    allowed = {"memory": set(), "swarm": {"memory"}, "schedules": {"swarm", "memory"}}
+    wrong = []
+    for package, may in allowed.items():
+        for name, path in modules(package).items():
+            for module in imports(path):
+                top = module.split(".")[0]
+                if (top in OURS and top != package and top not in may) or top in SDKS:
+                    wrong.append(f"{name} imports {module}")
+    assert wrong == []
+
