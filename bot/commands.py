@@ -114,8 +114,5 @@ async def cancel(inv: Invocation) -> CommandReply:
     view = _objective(inv)
     if isinstance(view, CommandReply):
         return view
-    if not inv.swarm.may_approve(view, inv.user):
-        return CommandReply(f"Only the requester of #{view.id} or a configured approver can "
-                            f"cancel it.")
     result = await inv.swarm.cancel(view.id, inv.user)
     return CommandReply(result.message, ephemeral=not result.ok)

@@ -1,7 +1,6 @@
 """SQLAlchemy 2.0 models: objectives, plans, steps, runs, approvals, questions, outbox, audit."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -20,24 +19,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from swarm.contract import ThreadRef
+
 
 def utcnow() -> datetime:
     """Naive UTC: SQLite and PostgreSQL then store and return the same value."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class ThreadRef:
-    """Where an objective lives: one chat thread on one platform."""
-
-    platform: str
-    team_id: str
-    channel_id: str
-    thread_id: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.platform}:{self.team_id}:{self.channel_id}:{self.thread_id}"
 
 
 class Base(DeclarativeBase):

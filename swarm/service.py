@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
@@ -16,6 +15,7 @@ from swarm.audit import audit
 from swarm.budget import Budget, BudgetExceeded
 from swarm.calls import CallBook
 from swarm.config import Settings
+from swarm.contract import Decision, Started, ThreadRef, UserError
 from swarm.db import Database, after_commit
 from swarm.engine import Engine, Executor
 from swarm.events import (
@@ -40,11 +40,11 @@ from swarm.models import (
     Question,
     Step,
     StepRun,
-    ThreadRef,
     utcnow,
 )
 from swarm.outbox import emit
 from swarm.planner import PlanError, PlanSpec, make_plan
+from swarm.policy import may_decide, refusal
 from swarm.redact import redact
 from swarm.roles import Role, binding, load_roles, needs_approval
 from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState, StepState
@@ -65,22 +65,6 @@ class Memory(Protocol):
 
 
 Planner = Callable[[str, list[str], CallContext], Awaitable[PlanSpec]]
-
-
-class UserError(ValueError):
-    """Something a user asked that cannot be done; the message says why, for the thread."""
-
-
-@dataclass(frozen=True)
-class Started:
-    objective_id: int
-    duplicate: bool
-
-
-@dataclass(frozen=True)
-class Decision:
-    ok: bool
-    message: str
 
 
 class _Refused(Exception):
@@ -282,8 +266,7 @@ class Swarm:
                                repair_attempts=self.settings.plan_repair_attempts)
 
     def may_approve(self, obj: Objective | ObjectiveView, user: str) -> bool:
-        return user == obj.requester or user in self.settings.approvers \
-            or "*" in self.settings.approvers
+        return may_decide(self.settings, obj.requester, user)
 
     async def decide(self, approval_id: int, user: str, approve: bool,
                      reason: str | None = None) -> Decision:
@@ -307,8 +290,7 @@ class Swarm:
                 return Decision(False, _already(approval))
             if not self.may_approve(obj, user):
                 audit(s, user, "approval.refused", obj.id, approval=approval.id)
-                return Decision(False, "Only the requester or a configured approver can "
-                                       "decide this.")
+                return Decision(False, refusal("decide"))
             if obj.state in TERMINAL_OBJECTIVE:
                 return Decision(False, f"This objective is already {obj.state}.")
             to = ApprovalState.APPROVED if approve else ApprovalState.REJECTED
@@ -419,6 +401,9 @@ class Swarm:
             obj = s.get(Objective, objective_id)
             if obj is None:
                 return Decision(False, f"There is no objective #{objective_id}.")
+            if not self.may_approve(obj, user):
+                audit(s, user, "objective.cancel_refused", obj.id)
+                return Decision(False, refusal("cancel"))
             if obj.state in TERMINAL_OBJECTIVE:
                 return Decision(False, f"Objective #{objective_id} is already {obj.state}.")
             self._end(s, obj, ObjectiveState.CANCELLED, f"Cancelled by {user}.")
@@ -447,6 +432,9 @@ class Swarm:
             obj = s.get(Objective, objective_id)
             if obj is None:
                 return Decision(False, f"There is no objective #{objective_id}.")
+            if not self.may_approve(obj, user):
+                audit(s, user, f"objective.{verb.lower()}_refused", obj.id)
+                return Decision(False, refusal(verb.lower().removesuffix("d")))
             if obj.state != want:
                 return Decision(False, f"Objective #{objective_id} is {obj.state}, not {want}.")
             if to == ObjectiveState.RUNNING and obj.plan_version == 0:

@@ -563,7 +563,8 @@ class StepRunner:
         lease_s = self.swarm.settings.lease_s
         while self._held:
             await asyncio.sleep(lease_s / 3)
-            claims = dict(self._held)
+            if not (claims := dict(self._held)):
+                return
             try:
                 with self.swarm.db.core(wake=False) as c:
                     kept = leases.renew(c, {sid: cl.token for sid, cl in claims.items()},
@@ -579,6 +580,8 @@ class StepRunner:
     def release_all(self) -> None:
         """Shutdown: hand back the steps this process still runs, so another process (or the
         next start) takes them over at once instead of waiting out the lease."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if not self._held:
             return
         now = utcnow()
@@ -591,5 +594,3 @@ class StepRunner:
             log.warning("lease.release_failed steps=%d error=%s", len(self._held),
                         type(exc).__name__)
         self._held.clear()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()

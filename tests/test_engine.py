@@ -227,7 +227,7 @@ async def test_a_cancel_from_another_process_loses_no_other_objectives_results(
         await asyncio.sleep(0.01)
     other_db = Database.connect(db_url)
     other = Swarm(make_settings(tmp_path, db_url), other_db)
-    assert (await other.cancel(ids[0], "bob")).ok
+    assert (await other.cancel(ids[0], "alice")).ok
     await other.shutdown()
     other_db.close()
     gate.set()

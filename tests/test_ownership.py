@@ -313,3 +313,17 @@ def test_two_writers_never_fork_the_audit_chain(two_dbs: tuple[Database, Databas
     with one.read() as s:
         report = verify_chain(s)
     assert report.ok and report.entries == 3
+
+
+async def test_only_the_requester_or_an_approver_may_steer_an_objective(
+        procs: Processes) -> None:
+    a = procs.start()
+    oid = await started(a)
+    for act in (a.pause, a.cancel):
+        refused = await act(oid, "mallory")
+        assert not refused.ok and "requester or a configured approver" in refused.message
+    view = a.view(oid)
+    assert view is not None and view.state == "running"
+    assert (await a.pause(oid, "alice")).ok
+    assert not (await a.resume(oid, "mallory")).ok
+    assert (await a.cancel(oid, "alice")).ok

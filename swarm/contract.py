@@ -1,0 +1,39 @@
+"""The neutral contract between the chat edges and the swarm: references, results, user errors.
+
+Nothing here knows SQLAlchemy or a platform SDK; adapters and services both import it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ThreadRef:
+    """Where an objective lives: one chat thread on one platform."""
+
+    platform: str
+    team_id: str
+    channel_id: str
+    thread_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.team_id}:{self.channel_id}:{self.thread_id}"
+
+
+@dataclass(frozen=True)
+class Started:
+    objective_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What became of a human's request (approve, cancel, pause...); `message` is for them."""
+
+    ok: bool
+    message: str
+
+
+class UserError(ValueError):
+    """Something a user asked that cannot be done; the message says why, for the thread."""
