@@ -115,7 +115,7 @@ async def test_a_second_process_recovering_leaves_steps_running_elsewhere_alone(
 
 async def test_a_step_whose_process_stopped_renewing_is_taken_over_and_runs_once(
         procs: Processes) -> None:
-    a = procs.start()
+    a = procs.start(lease_s=3600.0)  # its heartbeat would not renew before the test is over
     release = procs.gate(a)
     oid = await started(a)
     await procs.in_review(a, 2)
