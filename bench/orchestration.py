@@ -135,21 +135,24 @@ class TrivialLLM(LLM):
     """Model calls that cost nothing (one LLMCall row each, as a real call books): what is
     left is the engine, the step runner and the database writes."""
 
-    def _book(self, tier: str, ctx: CallContext) -> None:
-        ctx.calls.append(LLMCall(objective_id=ctx.objective_id, step_id=ctx.step_id,
-                                 team_id=ctx.team_id, tier=tier, model="trivial",
-                                 prompt_tokens=10, completion_tokens=5, cached_tokens=0,
-                                 cost=0.0, latency_ms=0.0, ok=True))
+    def _trivial_call(self, tier: str, ctx: CallContext) -> None:
+        rows = [LLMCall(objective_id=ctx.objective_id, step_id=ctx.step_id, run_id=ctx.run_id,
+                        team_id=ctx.team_id, tier=tier, model="trivial", prompt_tokens=10,
+                        completion_tokens=5, cached_tokens=0, cost=0.0, latency_ms=0.0,
+                        ok=True)]
+        ctx.calls.extend(rows)
+        if self.book is not None:  # booked as the real layer books a returned call
+            self.book.submit(rows, None)
 
     async def complete(self, tier: str, messages: list[dict[str, Any]], ctx: CallContext, *,
                        tools: list[dict[str, Any]] | None = None,
                        response_format: type[BaseModel] | None = None) -> Completion:
-        self._book(tier, ctx)
+        self._trivial_call(tier, ctx)
         return Completion(content="## Output\nDone.")
 
     async def structured(self, tier: str, messages: list[dict[str, Any]], schema: type[T],
                          ctx: CallContext, **_: Any) -> T:
-        self._book(tier, ctx)
+        self._trivial_call(tier, ctx)
         return schema.model_validate_json('{"approved": true, "critique": "Fine."}')
 
 
