@@ -13,9 +13,16 @@ class ChatAdapter(Protocol):
     # one progress message from the objective's current view, so nothing is lost).
     coalesce_progress: bool
 
-    async def deliver(self, event: Event, thread: ThreadRef) -> None:
-        """Show one event in its thread; raise to have the dispatcher retry it later."""
+    async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
+        """Show one event in its thread; raise to have the dispatcher retry it later. `key` is
+        the same on every retry of this delivery (`delivery_key` of its outbox row): each
+        message posted for it is recorded under `f"{key}:{part}"`, so a retry after a partial
+        failure skips the parts already posted."""
         ...
+
+
+def delivery_key(row_id: int) -> str:
+    return f"outbox:{row_id}"
 
 
 def thread_from_key(key: str) -> ThreadRef:

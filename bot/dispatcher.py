@@ -5,7 +5,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from bot.adapter import ChatAdapter, thread_from_key
+from bot.adapter import ChatAdapter, delivery_key, thread_from_key
 from swarm.db import Database
 from swarm.models import OutboxEvent
 from swarm.outbox import mark_delivered, mark_failed, pending, to_event
@@ -80,7 +80,7 @@ class Dispatcher:
                 settled += 1
                 continue
             try:
-                await adapter.deliver(to_event(row), thread)
+                await adapter.deliver(to_event(row), thread, delivery_key(row.id))
             except Exception as exc:
                 backoff = min(self.max_backoff_s, 2.0 ** row.attempts)
                 log.warning("dispatcher.delivery_failed thread=%s kind=%s attempt=%d error=%s",

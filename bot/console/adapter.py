@@ -89,7 +89,10 @@ class ConsoleAdapter:
         await self.swarm.reply(thread, self.user, text)
 
     # -- events ------------------------------------------------------------------------------
-    async def deliver(self, event: Event, thread: ThreadRef) -> None:
+    async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
+        # Every read comes before the first line: a read that fails leaves nothing shown, so
+        # the dispatcher's retry prints no line (and asks nothing) twice.
+        view = self.swarm.view(event.objective_id) if event.progress else None
         out = self.console.print
         match event:
             case ObjectiveAccepted():
@@ -130,7 +133,7 @@ class ConsoleAdapter:
                 return
             case Notice():
                 out(f"[yellow]note[/]: {event.text}")
-        if event.progress and (view := self.swarm.view(event.objective_id)):
+        if view is not None:
             out(progress_line(view))
 
     def _results(self, event: ObjectiveFinished) -> None:
