@@ -7,6 +7,16 @@ from swarm.events import Event
 from swarm.models import ThreadRef
 
 
+class PermanentDeliveryError(Exception):
+    """The platform refused the event for good (an archived channel, a revoked token, a message
+    too long): retrying cannot help, so the dispatcher dead-letters it at once.
+    `thread_open`: the thread still takes posts, so a short notice can say what was lost."""
+
+    def __init__(self, reason: str, *, thread_open: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.thread_open = reason, thread_open
+
+
 class ChatAdapter(Protocol):
     platform: str
     # True: a run of progress events may be delivered as its last one (the adapter re-renders
@@ -14,10 +24,11 @@ class ChatAdapter(Protocol):
     coalesce_progress: bool
 
     async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
-        """Show one event in its thread; raise to have the dispatcher retry it later. `key` is
-        the same on every retry of this delivery (`delivery_key` of its outbox row): each
-        message posted for it is recorded under `f"{key}:{part}"`, so a retry after a partial
-        failure skips the parts already posted."""
+        """Show one event in its thread. `key` is the same on every retry of this delivery
+        (`delivery_key` of its outbox row): each message posted for it is recorded under
+        `f"{key}:{part}"`, so a retry after a partial failure skips the parts already posted.
+        Raise PermanentDeliveryError when retrying cannot help; any other exception has the
+        dispatcher retry the event later, with backoff, a bounded number of times."""
         ...
 
 

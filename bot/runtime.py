@@ -1,6 +1,7 @@
 """The composition root: settings, database, memory, swarm and dispatcher wired together."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,7 +43,9 @@ class Runtime:
         use_memory = settings.memory_enabled if memory is None else memory
         self.memory = open_memory(settings, self.db) if use_memory else None
         self.swarm = Swarm(settings, self.db, memory=self.memory)
-        self.dispatcher = Dispatcher(self.db, [])
+        self.dispatcher = Dispatcher(
+            self.db, [], max_attempts=settings.outbox_max_attempts,
+            keep_delivered_s=settings.outbox_keep_delivered_hours * 3600)
 
     def add_adapter(self, adapter: ChatAdapter) -> None:
         self.dispatcher.adapters[adapter.platform] = adapter
@@ -54,10 +57,14 @@ class Runtime:
         """Run until the swarm rests: only humans (or nothing) can move it further."""
         while True:
             await self.swarm.join()
-            await self.dispatcher.drain()
+            moved = await self.dispatcher.drain()
             prompted = [await a.prompts_done() for a in adapters if hasattr(a, "prompts_done")]
-            if not any(prompted) and not self.swarm.busy and not self.dispatcher.has_pending():
+            if any(prompted) or self.swarm.busy:
+                continue
+            if not self.dispatcher.has_pending():
                 return
+            if not moved:  # another process holds the rows, or held them before it died
+                await asyncio.sleep(self.dispatcher.poll_s)
 
     async def close(self) -> None:
         await self.swarm.shutdown()

@@ -1,17 +1,114 @@
-"""The dispatcher's deliveries as a thread sees them: a retry shows nothing twice."""
+"""The dispatcher as a thread sees it: nothing shown twice, what cannot go out given up on."""
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Callable, Iterator
 
 import pytest
 from rich.console import Console
+from sqlalchemy import insert, select
 
+from bot.adapter import PermanentDeliveryError
 from bot.console.adapter import ConsoleAdapter
 from bot.dispatcher import Dispatcher
-from swarm.events import StepFinished
-from swarm.models import ThreadRef
+from swarm.db import Database
+from swarm.events import Event, Notice, StepFinished
+from swarm.models import OutboxEvent, ThreadRef
 from swarm.outbox import emit
 from swarm.service import Swarm
+
+THREAD = ThreadRef("slack", "T1", "C0GENERAL", "1.1")
+Refusal = Callable[[Event], Exception | None]
+
+
+class Thread:
+    """A chat adapter: shows each Notice's text in `shown` unless `refuse` returns an error."""
+
+    platform, coalesce_progress = "slack", False
+
+    def __init__(self, refuse: Refusal = lambda event: None) -> None:
+        self.shown: list[str] = []
+        self.refuse = refuse
+
+    async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
+        if (error := self.refuse(event)) is not None:
+            raise error
+        assert isinstance(event, Notice)
+        self.shown.append(event.text)
+
+
+def refusing(text: str, error: Exception) -> Refusal:
+    return lambda event: error if isinstance(event, Notice) and event.text == text else None
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database.connect(db_url)
+    yield database
+    database.close()
+
+
+def post(db: Database, *texts: str) -> None:
+    with db.tx() as s:
+        emit(s, THREAD, *[Notice(1, t) for t in texts])
+
+
+def rows(db: Database) -> list[OutboxEvent]:
+    with db.read() as s:
+        return list(s.scalars(select(OutboxEvent).order_by(OutboxEvent.id)))
+
+
+async def test_an_event_this_version_cannot_read_is_dead_lettered_and_its_thread_goes_on(
+        db: Database) -> None:
+    post(db, "before")
+    with db.tx() as s:  # written by a newer version, then rolled back to this one
+        s.execute(insert(OutboxEvent).values(objective_id=1, platform="slack",
+                                             thread_key=THREAD.key, kind="EventFromTheFuture",
+                                             progress=False, payload={"objective_id": 1}))
+    post(db, "after")
+    thread = Thread()
+    await Dispatcher(db, [thread]).drain()
+    assert thread.shown[0] == "before" and thread.shown[-1] == "after"
+    assert len(thread.shown) == 3 and "EventFromTheFuture" in thread.shown[1], \
+        "the thread is told an update could not be posted"
+    dead = rows(db)[1]
+    assert dead.dead_at is not None and dead.delivered_at is None and dead.attempts == 1
+
+
+async def test_a_permanent_refusal_is_dead_lettered_at_once_and_a_closed_thread_gets_no_notice(
+        db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot")
+    post(db, "secret plan for the archived channel", "second")
+    thread = Thread(lambda event: PermanentDeliveryError("is_archived", thread_open=False))
+    dispatcher = Dispatcher(db, [thread])
+    assert await dispatcher.drain() == 2
+    assert all(r.dead_at is not None and r.attempts == 1 and r.last_error == "is_archived"
+               for r in rows(db))
+    assert thread.shown == [] and not dispatcher.has_pending()
+    logged = [r.getMessage() for r in caplog.records if "dispatcher.dead_letter" in
+              r.getMessage()]
+    assert len(logged) == 2 and "reason=is_archived" in logged[0] and "kind=Notice" in logged[0]
+    assert not [r for r in caplog.records if "secret plan" in r.getMessage()], "no payload logged"
+
+
+async def test_a_delivery_that_keeps_failing_is_given_up_after_the_last_attempt(
+        db: Database) -> None:
+    post(db, "flaky", "next")
+    thread = Thread(refusing("flaky", ConnectionError("reset by peer")))
+    dispatcher = Dispatcher(db, [thread], max_attempts=3, max_backoff_s=0.0)
+    for attempt in (1, 2):
+        await dispatcher.drain()
+        assert thread.shown == [], "later rows wait while the first is retried"
+        assert rows(db)[0].attempts == attempt and rows(db)[0].dead_at is None
+    await dispatcher.drain()
+    flaky = rows(db)[0]
+    assert flaky.dead_at is not None and flaky.attempts == 3
+    assert flaky.last_error == "ConnectionError after 3 attempts: reset by peer"
+    assert len(thread.shown) == 2 and "ConnectionError after 3 attempts" in thread.shown[0]
+    assert thread.shown[1] == "next"
+    await dispatcher.drain()
+    assert len(thread.shown) == 2, "a dead row is not tried again"
 
 
 async def test_the_console_shows_an_event_once_when_its_first_delivery_fails(

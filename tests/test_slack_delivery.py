@@ -1,4 +1,4 @@
-"""Slack deliveries that fail: retried without posting twice."""
+"""Slack deliveries that fail: retried without posting twice, given up on when Slack says no."""
 from __future__ import annotations
 
 import asyncio
@@ -9,13 +9,19 @@ from sqlalchemy import select
 from swarm.models import OutboxEvent
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_bot import Bot, start_bot
-from tests.test_slack import ALICE, click, mention, objective_id, with_buttons
+from tests.test_slack import ALICE, CHANNEL, click, mention, objective_id, with_buttons
+
+ARCHIVED = "C0ARCHIVED"
 
 
 def outbox(bot: Bot, kind: str | None = None) -> list[OutboxEvent]:
     with bot.runtime.db.read() as s:
         query = select(OutboxEvent).order_by(OutboxEvent.id)
         return list(s.scalars(query if kind is None else query.where(OutboxEvent.kind == kind)))
+
+
+def settled(bot: Bot) -> bool:
+    return all(r.delivered_at or r.dead_at for r in outbox(bot))
 
 
 async def test_a_state_change_whose_progress_edit_failed_is_posted_once(
@@ -36,3 +42,32 @@ async def test_a_state_change_whose_progress_edit_failed_is_posted_once(
         assert len(api.posted("Paused by")) == 1, "the retry edits, and posts nothing again"
     finally:
         await bot.close()
+
+
+async def test_an_archived_channels_events_are_given_up_at_once_and_others_go_on(
+        bot: Bot, api: FakeSlackAPI) -> None:
+    api.refuse("chat.postMessage", "is_archived", channel=ARCHIVED)
+    await bot.events.event(bot.events.mention_event("launch in the old channel",
+                                                    channel=ARCHIVED))
+    await api.wait_for(lambda: len(outbox(bot)) >= 2 and settled(bot), what="given up")
+    await mention(bot, api, "launch our SaaS in Japan")  # another thread is unaffected
+    assert api.posted("On it")[0].params["channel"] == CHANNEL
+    archived = [r for r in outbox(bot) if ARCHIVED in r.thread_key]
+    assert {r.kind for r in archived} >= {"ObjectiveAccepted", "PlanProposed"}
+    assert all(r.dead_at and r.attempts == 1 and r.last_error == "is_archived"
+               for r in archived)
+    tries = [c for c in api.to("chat.postMessage", ok_only=False)
+             if c.params["channel"] == ARCHIVED]
+    assert len(tries) == len(archived), "one try each, and no notice to a closed channel"
+
+
+async def test_a_message_slack_refuses_as_too_long_is_replaced_by_a_notice(
+        bot: Bot, api: FakeSlackAPI) -> None:
+    api.refuse("chat.postMessage", "msg_too_long", needle="On it")
+    plan, thread_ts = await mention(bot, api, "launch our SaaS in Japan")
+    notice = await api.wait_for(lambda: api.posted("could not be posted"), what="a notice")
+    assert notice[0].params["thread_ts"] == thread_ts
+    assert "ObjectiveAccepted" in notice[0].text() and "msg_too_long" in notice[0].text()
+    accepted = outbox(bot, "ObjectiveAccepted")[0]
+    assert accepted.dead_at is not None and accepted.last_error == "msg_too_long"
+    assert plan.params["thread_ts"] == thread_ts, "the thread went on"

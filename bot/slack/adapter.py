@@ -6,6 +6,7 @@ import logging
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import render
+from bot.slack.errors import permanent
 from bot.slack.install import BotTokens
 from bot.slack.progress import ProgressMessages
 from bot.slack.refs import MessageRefs, approval_key
@@ -38,6 +39,15 @@ class SlackAdapter:
                                          interval_s=progress_interval_s)
 
     async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
+        """Raises PermanentDeliveryError for what Slack will never accept (bot/slack/errors)."""
+        try:
+            await self._deliver(event, thread, key)
+        except Exception as exc:
+            if (gone := permanent(exc)) is not None:
+                raise gone from exc
+            raise
+
+    async def _deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
         """Every message is posted once: each has a message ref (by objective, or by delivery
         `key` and part), and a retry of a partly delivered event skips what it finds."""
         oid = event.objective_id
