@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 
 from bot.adapter import ChatAdapter, PermanentDeliveryError, delivery_key, thread_from_key
+from bot.shutdown import cancel_bounded, wait_bounded
 from swarm.db import Database
 from swarm.events import Notice
 from swarm.models import OutboxEvent, ThreadRef, utcnow
@@ -41,15 +42,17 @@ class Dispatcher:
 
     def __init__(self, db: Database, adapters: list[ChatAdapter], *, poll_s: float = 1.0,
                  max_attempts: int = 8, max_backoff_s: float = 600.0, lease_s: float = 15.0,
-                 keep_delivered_s: float = 24 * 3600.0, prune_every_s: float = 600.0) -> None:
+                 keep_delivered_s: float = 24 * 3600.0, prune_every_s: float = 600.0,
+                 stop_timeout_s: float = 5.0) -> None:
         self.db = db
         self.adapters = {a.platform: a for a in adapters}
         self.poll_s, self.max_attempts, self.max_backoff_s = poll_s, max_attempts, max_backoff_s
-        self.lease_s = lease_s
+        self.lease_s, self.stop_timeout_s = lease_s, stop_timeout_s
         self.keep_delivered_s, self.prune_every_s = keep_delivered_s, prune_every_s
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"  # this dispatcher's lease name
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._next_prune = 0.0  # time.monotonic() of the next prune
         self._lock = asyncio.Lock()  # one drain at a time in this process
         db.on_commit(self.wake)
@@ -58,19 +61,29 @@ class Dispatcher:
         self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """End the loop: a drain in progress gets `stop_timeout_s` to finish, then is cancelled
+        and gets as long again; past that the loop is left behind, logged, and stop returns."""
+        self._stopping = True  # a flag, not only a cancel: wait_for (3.11) can swallow a cancel
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if not await wait_bounded([task], self.stop_timeout_s, "dispatcher.loop"):
+            await cancel_bounded([task], self.stop_timeout_s, "dispatcher.loop")
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 await self.drain()

@@ -7,12 +7,15 @@ from typing import Any
 
 from bot.adapter import ChatAdapter
 from bot.dispatcher import Dispatcher
+from bot.shutdown import run_bounded
 from swarm.config import Settings
 from swarm.db import Database
 from swarm.redact import RedactingFilter
 from swarm.service import Swarm
 
 log = logging.getLogger(__name__)
+SWARM_SHUTDOWN_S = 10.0  # cancelled steps and planning end at their next await
+MEMORY_FLUSH_S = 30.0  # writing the index files of a large team memory takes a while
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -67,8 +70,9 @@ class Runtime:
                 await asyncio.sleep(self.dispatcher.poll_s)
 
     async def close(self) -> None:
-        await self.swarm.shutdown()
+        """Each step is bounded (and logged when it overruns), so the process always exits."""
+        await run_bounded(self.swarm.shutdown(), SWARM_SHUTDOWN_S, "swarm.shutdown")
         await self.dispatcher.stop()
-        if self.memory is not None:
-            await self.memory.aclose()  # cancels the debounced write and flushes the indexes
+        if self.memory is not None:  # cancels the debounced write and flushes the indexes
+            await run_bounded(self.memory.aclose(), MEMORY_FLUSH_S, "memory.aclose")
         self.db.close()

@@ -1,9 +1,10 @@
-"""The dispatcher as a thread sees it: nothing shown twice, what cannot go out given up on."""
+"""The dispatcher as a thread sees it: nothing shown twice, dead letters told, always stops."""
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from rich.console import Console
@@ -23,15 +24,21 @@ Refusal = Callable[[Event], Exception | None]
 
 
 class Thread:
-    """A chat adapter: shows each Notice's text in `shown` unless `refuse` returns an error."""
+    """A chat adapter: shows each Notice's text in `shown` unless `refuse` returns an error;
+    each delivery first awaits `hold()`, if given (a slow or hung platform)."""
 
     platform, coalesce_progress = "slack", False
 
-    def __init__(self, refuse: Refusal = lambda event: None) -> None:
+    def __init__(self, refuse: Refusal = lambda event: None,
+                 hold: Callable[[], Awaitable[object]] | None = None) -> None:
         self.shown: list[str] = []
-        self.refuse = refuse
+        self.refuse, self.hold = refuse, hold
+        self.entered = asyncio.Event()
 
     async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
+        self.entered.set()
+        if self.hold is not None:
+            await self.hold()
         if (error := self.refuse(event)) is not None:
             raise error
         assert isinstance(event, Notice)
@@ -109,6 +116,58 @@ async def test_a_delivery_that_keeps_failing_is_given_up_after_the_last_attempt(
     assert thread.shown[1] == "next"
     await dispatcher.drain()
     assert len(thread.shown) == 2, "a dead row is not tried again"
+
+
+async def test_stop_returns_when_a_wake_arrives_just_as_it_stops(db: Database) -> None:
+    # asyncio.wait_for (Python 3.11) returns the inner result when a cancel lands as the inner
+    # wait completes: a loop stopped only by cancel() then polls on and never ends.
+    for turns in range(4):
+        thread = Thread()
+        dispatcher = Dispatcher(db, [thread], poll_s=0.05)
+        dispatcher.start()
+        await asyncio.sleep(0.01)
+        dispatcher.wake()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await asyncio.wait_for(dispatcher.stop(), 10)
+        post(db, f"after stop {turns}")
+        await asyncio.sleep(0.3)
+        assert thread.shown == [], "a stopped dispatcher delivers nothing"
+        await Dispatcher(db, [Thread()]).drain()  # the next test round starts clean
+
+
+async def stop_while_delivering(db: Database, delivery: Callable[[], Awaitable[object]]) -> None:
+    """Stop a dispatcher while it delivers a row, the delivery being `delivery()`."""
+    hanging = Thread(hold=delivery)
+    dispatcher = Dispatcher(db, [hanging], stop_timeout_s=0.2)
+    post(db, "stuck")
+    dispatcher.start()
+    await asyncio.wait_for(hanging.entered.wait(), 10)
+    await asyncio.wait_for(dispatcher.stop(), 10)
+
+
+async def test_stop_cancels_a_hung_delivery_and_frees_its_thread_for_another_process(
+        db: Database) -> None:
+    await stop_while_delivering(db, asyncio.Event().wait)
+    other = Thread()
+    await Dispatcher(db, [other]).drain()
+    assert other.shown == ["stuck"], "delivered at once, not after the lease runs out"
+
+
+async def test_stop_returns_even_when_a_delivery_ignores_its_cancel(
+        db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    stuck = asyncio.Event()
+
+    async def ignoring_a_cancel() -> None:
+        try:
+            await stuck.wait()
+        except asyncio.CancelledError:  # as asyncio.wait_for can on Python 3.11
+            await stuck.wait()
+
+    await stop_while_delivering(db, ignoring_a_cancel)
+    assert "shutdown.timed_out what=dispatcher.loop" in caplog.text
+    stuck.set()  # let the left-behind delivery end before the test's loop closes
+    await asyncio.sleep(0.05)
 
 
 async def test_the_console_shows_an_event_once_when_its_first_delivery_fails(
