@@ -24,14 +24,19 @@ def settled(bot: Bot) -> bool:
     return all(r.delivered_at or r.dead_at for r in outbox(bot))
 
 
+async def running_until_the_step_approval(bot: Bot, api: FakeSlackAPI) -> int:
+    """An objective whose plan is approved, waiting for its risky step's approval."""
+    plan, _ = await mention(bot, api, "launch our SaaS in Japan")
+    await click(bot, plan)
+    await api.wait_for(lambda: with_buttons(api, "Approval needed"), what="s5's approval")
+    return objective_id(bot)
+
+
 async def test_a_state_change_whose_progress_edit_failed_is_posted_once(
         tmp_path: Any, sqlite_url: str, api: FakeSlackAPI) -> None:
     bot = await start_bot(tmp_path, sqlite_url, api, rate_limit_retries=1)
     try:
-        plan, _ = await mention(bot, api, "launch our SaaS in Japan")
-        oid = objective_id(bot)
-        await click(bot, plan)
-        await api.wait_for(lambda: with_buttons(api, "Approval needed"), what="s5's approval")
+        oid = await running_until_the_step_approval(bot, api)
         await bot.runtime.settle()
         await asyncio.sleep(0.5)  # past the progress throttle: the next edit goes out at once
         api.rate_limit("chat.update", times=2, retry_after=0)  # past the client's one retry
