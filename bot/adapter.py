@@ -9,12 +9,13 @@ from swarm.models import ThreadRef
 
 class PermanentDeliveryError(Exception):
     """The platform refused the event for good (an archived channel, a revoked token, a message
-    too long): retrying cannot help, so the dispatcher dead-letters it at once.
-    `thread_open`: the thread still takes posts, so a short notice can say what was lost."""
+    too long): retrying cannot help, so the dispatcher dead-letters it at once. `notify`: a
+    short notice in the thread should say what was lost (the thread still takes posts, and
+    the refusal is not one that every later event of the thread meets too)."""
 
-    def __init__(self, reason: str, *, thread_open: bool) -> None:
+    def __init__(self, reason: str, *, notify: bool) -> None:
         super().__init__(reason)
-        self.reason, self.thread_open = reason, thread_open
+        self.reason, self.notify = reason, notify
 
 
 class ChatAdapter(Protocol):

@@ -163,7 +163,7 @@ class Dispatcher:
         try:
             await adapter.deliver(event, thread, delivery_key(row.id))
         except PermanentDeliveryError as exc:
-            await self._dead(adapter, thread, row, exc.reason, notify=exc.thread_open)
+            await self._dead(adapter, thread, row, exc.reason, notify=exc.notify)
             return True
         except Exception as exc:
             attempt = row.attempts + 1

@@ -87,7 +87,7 @@ async def test_a_permanent_refusal_is_dead_lettered_at_once_and_a_closed_thread_
         db: Database, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="bot")
     post(db, "secret plan for the archived channel", "second")
-    thread = Thread(lambda event: PermanentDeliveryError("is_archived", thread_open=False))
+    thread = Thread(lambda event: PermanentDeliveryError("is_archived", notify=False))
     dispatcher = Dispatcher(db, [thread])
     assert await dispatcher.drain() == 2
     assert all(r.dead_at is not None and r.attempts == 1 and r.last_error == "is_archived"

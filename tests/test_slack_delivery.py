@@ -9,7 +9,15 @@ from sqlalchemy import select
 from swarm.models import OutboxEvent
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_bot import Bot, start_bot
-from tests.test_slack import ALICE, CHANNEL, click, mention, objective_id, with_buttons
+from tests.test_slack import (
+    ALICE,
+    CHANNEL,
+    approve_step_and_finish,
+    click,
+    mention,
+    objective_id,
+    with_buttons,
+)
 
 ARCHIVED = "C0ARCHIVED"
 
@@ -76,3 +84,16 @@ async def test_a_message_slack_refuses_as_too_long_is_replaced_by_a_notice(
     accepted = outbox(bot, "ObjectiveAccepted")[0]
     assert accepted.dead_at is not None and accepted.last_error == "msg_too_long"
     assert plan.params["thread_ts"] == thread_ts, "the thread went on"
+
+
+async def test_a_deleted_progress_message_floods_no_notices_and_the_results_still_come(
+        bot: Bot, api: FakeSlackAPI) -> None:
+    plan, _ = await mention(bot, api, "launch our SaaS in Japan")
+    oid = objective_id(bot)
+    api.refuse("chat.update", "message_not_found")  # someone deleted what the bot edits
+    await click(bot, plan)
+    await approve_step_and_finish(bot, api, oid)
+    await api.wait_for(lambda: settled(bot), what="every row settled")
+    dead = [r for r in outbox(bot) if r.dead_at]
+    assert dead and all(r.last_error == "message_not_found" for r in dead)
+    assert not api.posted("could not be posted"), "no notice per refused edit"
