@@ -79,18 +79,20 @@ async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     rt, adapter = _console_runtime(args, settings)
     try:
         ids = await rt.swarm.recover()
-        if not ids:
-            console.print("Nothing to resume: every objective has ended.")
-            return 0
-        console.print(f"Resuming objective(s) {', '.join(f'#{i}' for i in ids)}")
+        if ids:
+            console.print(f"Resuming objective(s) {', '.join(f'#{i}' for i in ids)}")
         for oid in ids:  # ask again what the humans had not answered before the stop
             for approval in rt.swarm.pending_approvals(oid):
                 await adapter.decide(approval.id, approval.title)
             view = rt.swarm.view(oid)
             for q in rt.swarm.open_questions(oid):
                 if view is not None:
-                    await adapter.answer(view.thread, q.text)
+                    await adapter.answer(view.thread, q.id, q.text)
+        # Even with nothing to resume: a stop just after an objective ended leaves its last
+        # events (the results) in the outbox, and this is where they are shown.
         await rt.settle(adapter)
+        if not ids:
+            console.print("Nothing to resume: every objective has ended.")
         return _report(rt, ids)
     finally:
         await rt.close()

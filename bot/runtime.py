@@ -1,17 +1,21 @@
 """The composition root: settings, database, memory, swarm and dispatcher wired together."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from bot.adapter import ChatAdapter
 from bot.dispatcher import Dispatcher
+from bot.shutdown import run_bounded
 from swarm.config import Settings
 from swarm.db import Database
 from swarm.redact import RedactingFilter
 from swarm.service import Swarm
 
 log = logging.getLogger(__name__)
+SWARM_SHUTDOWN_S = 10.0  # cancelled steps and planning end at their next await
+MEMORY_FLUSH_S = 30.0  # writing the index files of a large team memory takes a while
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -42,7 +46,9 @@ class Runtime:
         use_memory = settings.memory_enabled if memory is None else memory
         self.memory = open_memory(settings, self.db) if use_memory else None
         self.swarm = Swarm(settings, self.db, memory=self.memory)
-        self.dispatcher = Dispatcher(self.db, [])
+        self.dispatcher = Dispatcher(
+            self.db, [], max_attempts=settings.outbox_max_attempts,
+            keep_delivered_s=settings.outbox_keep_delivered_hours * 3600)
 
     def add_adapter(self, adapter: ChatAdapter) -> None:
         self.dispatcher.adapters[adapter.platform] = adapter
@@ -54,14 +60,19 @@ class Runtime:
         """Run until the swarm rests: only humans (or nothing) can move it further."""
         while True:
             await self.swarm.join()
-            await self.dispatcher.drain()
+            moved = await self.dispatcher.drain()
             prompted = [await a.prompts_done() for a in adapters if hasattr(a, "prompts_done")]
-            if not any(prompted) and not self.swarm.busy and not self.dispatcher.has_pending():
+            if any(prompted) or self.swarm.busy:
+                continue
+            if not self.dispatcher.has_pending():
                 return
+            if not moved:  # another process holds the rows, or held them before it died
+                await asyncio.sleep(self.dispatcher.poll_s)
 
     async def close(self) -> None:
-        await self.swarm.shutdown()
+        """Each step is bounded (and logged when it overruns), so the process always exits."""
+        await run_bounded(self.swarm.shutdown(), SWARM_SHUTDOWN_S, "swarm.shutdown")
         await self.dispatcher.stop()
-        if self.memory is not None:
-            await self.memory.aclose()  # cancels the debounced write and flushes the indexes
+        if self.memory is not None:  # cancels the debounced write and flushes the indexes
+            await run_bounded(self.memory.aclose(), MEMORY_FLUSH_S, "memory.aclose")
         self.db.close()

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     max_revisions: int = 2
     max_tool_rounds: int = 4
 
+    # The outbox: a failing delivery is tried this many times in all, then dead-lettered
+    # (kept, not retried); delivered rows are deleted once this old.
+    outbox_max_attempts: int = 8
+    outbox_keep_delivered_hours: float = 24.0
+
     approvers: list[str] = []
     roles_file: Path | None = None
     embedding_model: str | None = None

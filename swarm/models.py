@@ -218,6 +218,8 @@ class InboundEvent(Base):
 
 
 class OutboxEvent(Base):
+    """An event on its way to a thread: open until delivered or dead (given up, kept to inspect)."""
+
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(primary_key=True)
     objective_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
@@ -231,6 +233,17 @@ class OutboxEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    dead_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)  # given up on
+    # A dispatcher's lease on the thread's open rows: two processes never deliver one thread.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+
+# Serves the dispatcher's head query (each thread's oldest open row): only open rows are in it,
+# however many delivered and dead ones the table keeps. Its WHERE is swarm/outbox.py's `_open`.
+_OUTBOX_OPEN = OutboxEvent.delivered_at.is_(None) & OutboxEvent.dead_at.is_(None)
+Index("ix_outbox_open_head", OutboxEvent.thread_key, OutboxEvent.id,
+      sqlite_where=_OUTBOX_OPEN, postgresql_where=_OUTBOX_OPEN)
 
 
 class MessageRef(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -19,6 +20,10 @@ from swarm.config import Settings  # noqa: E402
 from swarm.db import Database  # noqa: E402
 from swarm.service import Swarm  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
+from tests.fakes.slack_api import FakeSlackAPI  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.fakes.slack_bot import Bot
 
 PG_URL = os.environ.get("THREADSWARM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -98,3 +103,21 @@ async def make_swarm(tmp_path, db_url: str) -> AsyncIterator[Callable[..., Swarm
     for sw in made:
         await sw.shutdown()
     db.close()
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeSlackAPI]:
+    """A local Slack Web API that records what the bot sends."""
+    fake = await FakeSlackAPI().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def bot(tmp_path, sqlite_url: str, api: FakeSlackAPI) -> AsyncIterator[Bot]:  # type: ignore[no-untyped-def]
+    """The bot as `threadswarm serve` runs it, against the local Slack."""
+    from tests.fakes.slack_bot import start_bot  # it builds on make_settings, above
+
+    running = await start_bot(tmp_path, sqlite_url, api)
+    yield running
+    await running.close()

@@ -1,6 +1,7 @@
 """The console commands as a user runs them: run, status, resume, audit verify."""
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -8,6 +9,11 @@ import pytest
 from rich.console import Console
 
 from bot import cli
+from swarm.db import Database
+from swarm.models import ThreadRef
+from swarm.service import Swarm
+from tests.conftest import make_settings
+from tests.scenarios import run_goal
 
 Capture = pytest.CaptureFixture[str]
 
@@ -60,6 +66,27 @@ def test_no_answer_at_the_prompt_leaves_the_approval_open_for_resume(
     assert "the approval stays open" in text and "awaiting_approval" in text
     code, text = _run(tmp_path, monkeypatch, capsys, "resume", "--yes")
     assert code == 0 and "Objective #1 finished" in text
+
+
+def test_resume_shows_the_results_a_stop_left_in_the_outbox(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
+    async def run_to_the_end_without_delivering() -> str:  # killed before its dispatcher ran
+        url = f"sqlite:///{tmp_path / 'threadswarm.db'}"
+        db = Database.connect(url)
+        swarm = Swarm(make_settings(tmp_path, url, offline_latency_ms=5.0), db)
+        view = await run_goal(swarm, "Write a press release",
+                              thread=ThreadRef("console", "local", "console", "t-1"))
+        await swarm.shutdown()
+        db.close()
+        return view.state
+
+    assert asyncio.run(run_to_the_end_without_delivering()) == "finished"
+    code, text = _run(tmp_path, monkeypatch, capsys, "resume", "--yes")
+    assert code == 0
+    assert "Objective #1 finished" in text and "Draft the deliverable · writer" in text
+    assert "auto-approved" not in text, "nothing decided long ago is asked again"
+    code, text = _run(tmp_path, monkeypatch, capsys, "resume", "--yes")
+    assert code == 0 and "Nothing to resume" in text and "Objective #1" not in text
 
 
 def test_status_of_an_unknown_objective_says_so(

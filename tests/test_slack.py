@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,20 +15,6 @@ from tests.fakes.slack_bot import BOT_TOKEN, SECRET, Bot, start_bot
 
 ALICE, MALLORY = "U0ALICE", "U0MALLORY"
 CHANNEL = "C0GENERAL"
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeSlackAPI]:
-    fake = await FakeSlackAPI().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def bot(tmp_path: Any, sqlite_url: str, api: FakeSlackAPI) -> AsyncIterator[Bot]:
-    running = await start_bot(tmp_path, sqlite_url, api)
-    yield running
-    await running.close()
 
 
 # -- helpers: reading what the bot posted ----------------------------------------------------------

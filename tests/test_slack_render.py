@@ -90,8 +90,8 @@ async def test_long_results_go_out_as_several_messages_once(
         adapter: tuple[SlackAdapter, FakeSlackAPI]) -> None:
     slack, api = adapter
     event = finished(["x" * 9000, "y" * 9000])
-    await slack.deliver(event, THREAD)
-    await slack.deliver(event, THREAD)  # redelivered: nothing goes out twice
+    await slack.deliver(event, THREAD, "outbox:1")
+    await slack.deliver(event, THREAD, "outbox:1")  # redelivered: nothing goes out twice
     posts = api.to("chat.postMessage")
     assert len(posts) == len(render.results(event)) >= 2
     assert all(p.params["thread_ts"] == THREAD.thread_id for p in posts)
@@ -101,8 +101,8 @@ async def test_very_long_results_are_uploaded_as_one_file(
         adapter: tuple[SlackAdapter, FakeSlackAPI]) -> None:
     slack, api = adapter
     event = finished(["w" * 30_000, "v" * 30_000])
-    await slack.deliver(event, THREAD)
-    await slack.deliver(event, THREAD)
+    await slack.deliver(event, THREAD, "outbox:1")
+    await slack.deliver(event, THREAD, "outbox:1")
     assert [c.method for c in api.calls] == ["files.getUploadURLExternal", "upload",
                                              "files.completeUploadExternal"]
     assert api.calls[1].params["bytes"] > 60_000

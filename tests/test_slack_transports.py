@@ -1,7 +1,6 @@
 """Slack transports and installs: Socket Mode, OAuth into more workspaces, /healthz."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,6 @@ from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_bot import start_bot
 
 APP_TOKEN = "xapp-1-A0APP-1-0123456789abcdef"
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeSlackAPI]:
-    fake = await FakeSlackAPI().start()
-    yield fake
-    await fake.close()
 
 
 def plan_posted(api: FakeSlackAPI) -> bool:

@@ -45,6 +45,7 @@ class ConsoleAdapter:
         self._prompt = prompt or self.console.input
         self._prompt_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._asked: set[str] = set()  # approvals and questions prompted for in this process
 
     # -- prompts -----------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -66,7 +67,16 @@ class ConsoleAdapter:
             except EOFError:
                 return None
 
+    def _first_ask(self, key: str) -> bool:
+        """True the first time: `resume` asks for what is open while the outbox it delivers may
+        ask for the same, and one prompt is enough."""
+        first = key not in self._asked
+        self._asked.add(key)
+        return first
+
     async def decide(self, approval_id: int, title: str) -> None:
+        if not self._first_ask(f"approval:{approval_id}"):
+            return
         if self.auto_approve:
             self.console.print(f"  [green]auto-approved[/] (--yes): {title}")
             await self.swarm.decide(approval_id, self.user, True, "approved with --yes")
@@ -80,7 +90,9 @@ class ConsoleAdapter:
         result = await self.swarm.decide(approval_id, self.user, approve)
         self.console.print(f"  {result.message}")
 
-    async def answer(self, thread: ThreadRef, question: str) -> None:
+    async def answer(self, thread: ThreadRef, question_id: int, question: str) -> None:
+        if not self._first_ask(f"question:{question_id}"):
+            return
         text = AUTO_ANSWER if self.auto_approve else await self._ask(f"[bold]?[/] {question} ")
         if not text:
             self.console.print("  No answer at the prompt: the step keeps waiting; "
@@ -89,7 +101,12 @@ class ConsoleAdapter:
         await self.swarm.reply(thread, self.user, text)
 
     # -- events ------------------------------------------------------------------------------
-    async def deliver(self, event: Event, thread: ThreadRef) -> None:
+    async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
+        # Every read comes before the first line: a read that fails leaves nothing shown, so
+        # the dispatcher's retry prints no line (and asks nothing) twice. Prompts only for what
+        # still waits: `resume` may deliver events of an objective that ended long ago.
+        view = self.swarm.view(event.objective_id) if event.progress else None
+        waiting = self._waiting(event)
         out = self.console.print
         match event:
             case ObjectiveAccepted():
@@ -97,11 +114,13 @@ class ConsoleAdapter:
                     f"(planning…)")
             case PlanProposed():
                 out(plan_table(event))
-                self._spawn(self.decide(event.approval_id, f"plan v{event.version} "
-                                                           f"({len(event.steps)} steps)"))
+                if waiting:
+                    self._spawn(self.decide(event.approval_id, f"plan v{event.version} "
+                                                               f"({len(event.steps)} steps)"))
             case ApprovalRequested():
                 out(f"[yellow]approval needed[/]: {event.title}")
-                self._spawn(self.decide(event.approval_id, event.title))
+                if waiting:
+                    self._spawn(self.decide(event.approval_id, event.title))
             case ApprovalDecided():
                 verb = "approved" if event.approved else "rejected"
                 out(f"  [bold]{verb}[/] by {event.user}: {event.title}")
@@ -122,7 +141,8 @@ class ConsoleAdapter:
                 out(troubleshoot_lines(event))
             case QuestionAsked():
                 out(f"[yellow]question[/] from '{event.title}': {event.question}")
-                self._spawn(self.answer(thread, event.question))
+                if waiting:
+                    self._spawn(self.answer(thread, event.question_id, event.question))
             case ObjectiveStateChanged():
                 out(f"Objective #{event.objective_id} is now {event.state} ({event.reason})")
             case ObjectiveFinished():
@@ -130,8 +150,19 @@ class ConsoleAdapter:
                 return
             case Notice():
                 out(f"[yellow]note[/]: {event.text}")
-        if event.progress and (view := self.swarm.view(event.objective_id)):
+        if view is not None:
             out(progress_line(view))
+
+    def _waiting(self, event: Event) -> bool:
+        """Whether the event's approval or question still waits for a human."""
+        match event:
+            case PlanProposed() | ApprovalRequested():
+                return any(a.id == event.approval_id
+                           for a in self.swarm.pending_approvals(event.objective_id))
+            case QuestionAsked():
+                return any(q.id == event.question_id
+                           for q in self.swarm.open_questions(event.objective_id))
+        return False
 
     def _results(self, event: ObjectiveFinished) -> None:
         for result in event.results:

@@ -6,6 +6,7 @@ import logging
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import render
+from bot.slack.errors import permanent
 from bot.slack.install import BotTokens
 from bot.slack.progress import ProgressMessages
 from bot.slack.refs import MessageRefs, approval_key
@@ -37,8 +38,18 @@ class SlackAdapter:
         self.progress = ProgressMessages(client, self.refs, swarm.view, tokens,
                                          interval_s=progress_interval_s)
 
-    async def deliver(self, event: Event, thread: ThreadRef) -> None:
-        """One event, at most one new message: a redelivery finds its message ref and skips."""
+    async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
+        """Raises PermanentDeliveryError for what Slack will never accept (bot/slack/errors)."""
+        try:
+            await self._deliver(event, thread, key)
+        except Exception as exc:
+            if (gone := permanent(exc)) is not None:
+                raise gone from exc
+            raise
+
+    async def _deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
+        """Every message is posted once: each has a message ref (by objective, or by delivery
+        `key` and part), and a retry of a partly delivered event skips what it finds."""
         oid = event.objective_id
         match event:
             case ObjectiveAccepted():
@@ -51,7 +62,7 @@ class SlackAdapter:
                                       render.approval(event))
                 await self.progress.show(oid, thread, create=False)
             case ApprovalDecided():
-                await self._decided(event, thread)
+                await self._decided(event, thread, key)
                 plan_approved = event.kind == "plan" and event.approved
                 await self.progress.show(oid, thread, create=plan_approved)
             case QuestionAsked():
@@ -59,13 +70,13 @@ class SlackAdapter:
                                       render.question(event))
                 await self.progress.show(oid, thread, create=True)
             case ObjectiveStateChanged():
-                await self._post(thread, render.state_changed(event))
+                await self._post_once(thread, oid, f"{key}:0", render.state_changed(event))
                 await self.progress.show(oid, thread, create=False)
-            case ObjectiveFinished():
-                await self.progress.show(oid, thread, create=False)
+            case ObjectiveFinished():  # results first: a refused progress edit loses none
                 await self._results(event, thread)
+                await self.progress.show(oid, thread, create=False)
             case Notice():
-                await self._post(thread, render.notice(event))
+                await self._post_once(thread, oid, f"{key}:0", render.notice(event))
             case _ if event.progress:  # step started, revised, finished, failed, retried
                 await self.progress.show(oid, thread, create=True)
             case _:  # no message of its own yet: the checklist still shows its effect
@@ -86,12 +97,12 @@ class SlackAdapter:
         channel, ts = await self._post(thread, msg)
         self.refs.save(objective_id, key, channel, ts)
 
-    async def _decided(self, event: ApprovalDecided, thread: ThreadRef) -> None:
+    async def _decided(self, event: ApprovalDecided, thread: ThreadRef, key: str) -> None:
         view = self.swarm.view(event.objective_id) if event.kind == "plan" else None
         msg = render.decided(event, view)
         ref = self.refs.get(event.objective_id, approval_key(event.approval_id))
         if ref is None:  # its request was never shown (e.g. posted by an older version)
-            await self._post(thread, msg)
+            await self._post_once(thread, event.objective_id, f"{key}:0", msg)
             return
         await self.client.chat_update(token=await self.tokens(thread.team_id),
                                       channel=ref.channel_id, ts=ref.message_id, text=msg.text,

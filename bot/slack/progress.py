@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.shutdown import cancel_bounded, wait_bounded
 from bot.slack import render
 from bot.slack.refs import PROGRESS, MessageRefs
 from swarm.models import ThreadRef
@@ -16,6 +17,7 @@ from swarm.views import ObjectiveView
 
 log = logging.getLogger(__name__)
 TRAILING_ATTEMPTS = 5
+FLUSH_S, CLOSE_S = 5.0, 5.0  # bounds of the waits at shutdown
 
 
 class ProgressMessages:
@@ -66,15 +68,17 @@ class ProgressMessages:
             for old in [k for k, at in self._last.items() if at < now - self.interval_s]:
                 del self._last[old]
 
-    async def flush(self) -> None:
-        """Wait for the trailing edits that are due (tests, shutdown)."""
+    async def flush(self, timeout_s: float = FLUSH_S) -> None:
+        """Wait for the trailing edits that are due (tests, shutdown), at most `timeout_s`: an
+        edit Slack keeps refusing is retried for half a minute."""
+        deadline = time.monotonic() + timeout_s
         while self._trailing:
-            await asyncio.gather(*self._trailing.values(), return_exceptions=True)
+            if not await wait_bounded(list(self._trailing.values()),
+                                      deadline - time.monotonic(), "slack.progress_flush"):
+                return
 
     async def close(self) -> None:
-        for task in self._trailing.values():
-            task.cancel()
-        await asyncio.gather(*self._trailing.values(), return_exceptions=True)
+        await cancel_bounded(list(self._trailing.values()), CLOSE_S, "slack.progress_close")
 
     async def _post(self, objective_id: int, thread: ThreadRef) -> None:
         view = self.view(objective_id)

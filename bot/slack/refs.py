@@ -35,7 +35,7 @@ class MessageRefs:
     def save(self, objective_id: int, key: str, channel: str, ts: str) -> None:
         # No wake-up of the dispatcher: a ref is bookkeeping, not new work.
         try:
-            with self.db.sessions.begin() as s:
+            with self.db.tx(wake=False) as s:
                 s.add(MessageRef(platform=PLATFORM, objective_id=objective_id, key=key,
                                  channel_id=channel, message_id=ts))
         except IntegrityError:  # a redelivery raced us to it: the first message stands

@@ -30,9 +30,22 @@ class Call:
         return self.params.get("text", "") + "\n" + json.dumps(self.params.get("blocks", []))
 
 
+@dataclass(frozen=True)
+class Refusal:
+    method: str
+    error: str
+    channel: str | None
+    needle: str | None
+
+    def matches(self, call: Call) -> bool:
+        return call.method == self.method and self.channel in (None, call.params.get("channel")) \
+            and (self.needle is None or self.needle in call.text())
+
+
 class FakeSlackAPI:
     """Answers the Web API methods the bot uses with plausible payloads; `rate_limit()` makes
-    a method answer 429 with Retry-After a number of times. `/socket` speaks Socket Mode."""
+    a method answer 429 with Retry-After a number of times, `refuse()` makes it answer an error
+    as Slack does (HTTP 200, `ok: false`). `/socket` speaks Socket Mode."""
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -40,6 +53,7 @@ class FakeSlackAPI:
         self.installs: dict[str, str] = {}  # OAuth code -> team id it installs into
         self._ts = itertools.count(1)
         self._limited: dict[str, tuple[int, int]] = {}
+        self._refusals: list[Refusal] = []
         self._socket: web.WebSocketResponse | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -67,8 +81,14 @@ class FakeSlackAPI:
     def rate_limit(self, method: str, times: int, retry_after: int = 0) -> None:
         self._limited[method] = (times, retry_after)
 
+    def refuse(self, method: str, error: str, *, channel: str | None = None,
+               needle: str | None = None) -> None:
+        """From now on answer `error` to `method` (in `channel`, for a text with `needle`)."""
+        self._refusals.append(Refusal(method, error, channel, needle))
+
     def to(self, method: str, *, ok_only: bool = True) -> list[Call]:
-        return [c for c in self.calls if c.method == method and (c.status == 200 or not ok_only)]
+        return [c for c in self.calls if c.method == method and (
+            not ok_only or (c.status == 200 and c.answer.get("ok") is not False))]
 
     def posted(self, needle: str) -> list[Call]:
         """Successful chat.postMessage calls whose text or blocks contain `needle`."""
@@ -107,7 +127,9 @@ class FakeSlackAPI:
             return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
                                      headers={"Retry-After": str(retry_after)})
         call = Call(method, params, token, time.monotonic())
-        call.answer = self._answer(method, params, token)
+        refused = next((r.error for r in self._refusals if r.matches(call)), None)
+        call.answer = {"ok": False, "error": refused} if refused else \
+            self._answer(method, params, token)
         self.calls.append(call)
         return web.json_response(call.answer)
 
