@@ -214,6 +214,7 @@ def pg_url() -> Iterator[str]:
 
 
 # -- the user story ----------------------------------------------------------------------
+@pytest.mark.timeout(5 * EXIT_S)  # five processes one after the other, each given EXIT_S
 @pytest.mark.xfail(
     sys.version_info < (3, 12), raises=NeverExited, strict=True,
     reason="`threadswarm resume` with nothing to resume never exits on Python 3.11: "
