@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,11 +214,6 @@ def pg_url() -> Iterator[str]:
 
 # -- the user story ----------------------------------------------------------------------
 @pytest.mark.timeout(5 * EXIT_S)  # five processes one after the other, each given EXIT_S
-@pytest.mark.xfail(
-    sys.version_info < (3, 12), raises=NeverExited, strict=True,
-    reason="`threadswarm resume` with nothing to resume never exits on Python 3.11: "
-           "Dispatcher.stop() cancels _loop while recover()'s commit has just set the wake "
-           "event, and 3.11's asyncio.wait_for (bot/dispatcher.py:41) swallows that cancel")
 def test_killed_while_planning_drafting_waiting_and_finished_ends_as_uninterrupted(
         tmp_path: Path, db_url: str, uninterrupted: Outcome,
         request: pytest.FixtureRequest) -> None:
