@@ -66,8 +66,8 @@ async def auto_approve(runtime: Runtime, stop: asyncio.Event) -> int:
     """Approve whatever waits, as its requester would click: objectives keep running."""
     from sqlalchemy import select
 
-    from swarm.models import Approval, Objective
     from swarm.states import ApprovalState
+    from swarm.store.models import Approval, Objective
 
     decided = 0
     while not stop.is_set():
@@ -87,7 +87,7 @@ async def auto_approve(runtime: Runtime, stop: asyncio.Event) -> int:
 async def warm_up(runtime: Runtime) -> None:
     """One objective end to end first: the LLM layer's first call imports more of litellm
     (about 0.5 s, once); measured here is the steady state."""
-    from swarm.models import ThreadRef
+    from swarm.store.models import ThreadRef
 
     thread = ThreadRef("slack", "T0WARM", "C0WARM", "0.0")
     started = await runtime.swarm.start_objective("warm up", thread, "U0WARM", "bench:warm-up")
@@ -126,7 +126,7 @@ async def bench(args: argparse.Namespace) -> None:
     from bot.slack.app import SlackEdge
     from bot.slack.settings import SlackSettings
     from swarm.config import Settings
-    from swarm.models import Objective, Step
+    from swarm.store.models import Objective, Step
     from tests.fakes.slack_api import FakeSlackAPI
 
     os.environ[SECRET_ENV] = os.urandom(16).hex()

@@ -49,17 +49,18 @@ from common import (
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from swarm import offline
+from swarm.agents.critic import CriticVerdict
+from swarm.agents.planner import PlanSpec, StepSpec
+from swarm.agents.roles import load_roles
+from swarm.agents.tools import default_tools
+from swarm.agents.worker import StepBrief
 from swarm.config import Settings
-from swarm.db import Database
-from swarm.llm import LLM, CallContext, Completion
-from swarm.models import LLMCall, Objective, Step, ThreadRef
-from swarm.planner import PlanSpec, StepSpec
+from swarm.llm import offline
+from swarm.llm.client import LLM, CallContext, Completion
 from swarm.prompts import render
-from swarm.roles import load_roles
-from swarm.service import Swarm
-from swarm.tools import default_tools
-from swarm.worker import CriticVerdict, StepBrief
+from swarm.services.objectives import Swarm
+from swarm.store.db import Database
+from swarm.store.models import LLMCall, Objective, Step, ThreadRef
 
 ROLES = ("researcher", "analyst", "writer", "security_reviewer")  # none of them risky
 RUN_TIMEOUT_S = 900.0
@@ -481,7 +482,7 @@ async def cpu_split(quick: bool, use_pg: bool, full_chain: Result | None) -> tup
         ["litellm.acompletion alone (worker call with tools + critic call with "
          "response_format), offline provider, L=0", ms(bare.cpu_s / steps, 3),
          ms(bare_main, 3), f"{steps} steps"],
-        ["swarm.llm layer (LLM.complete + LLM.structured: litellm + cost + LLMCall rows)",
+        ["swarm.llm.client layer (LLM.complete + LLM.structured: litellm + cost + LLMCall rows)",
          ms(layer.cpu_s / steps, 3), ms(layer_main, 3), f"{steps} steps"],
     ]
     engine_cpu = float("nan")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from swarm.events import Event
-from swarm.models import ThreadRef
+from swarm.store.models import ThreadRef
 
 
 class PermanentDeliveryError(Exception):

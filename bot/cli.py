@@ -14,13 +14,13 @@ from bot import memory_commands, serve
 from bot.console.adapter import ConsoleAdapter
 from bot.console.render import spend_table, spend_text, status_table
 from bot.runtime import Runtime, configure_logging
-from swarm.audit import verify_chain
-from swarm.budget import Ceiling, objective_key, team_key
 from swarm.config import Settings
-from swarm.faults import DEMO_FAULTS, FaultPlan, FaultSpecError
-from swarm.models import ThreadRef, utcnow
-from swarm.spend import daily_spend, month_key, month_start, team_spend
+from swarm.llm.budget import Ceiling, objective_key, team_key
+from swarm.llm.faults import DEMO_FAULTS, FaultPlan, FaultSpecError
 from swarm.states import ObjectiveState
+from swarm.store.audit import verify_chain
+from swarm.store.models import ThreadRef, utcnow
+from swarm.store.spend import daily_spend, month_key, month_start, team_spend
 
 console = Console()
 

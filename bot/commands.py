@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from swarm.service import Swarm
-from swarm.views import ObjectiveView
+from swarm.services.objectives import Swarm
+from swarm.store.views import ObjectiveView
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from datetime import timedelta
 
 from bot.adapter import ChatAdapter, PermanentDeliveryError, delivery_key, thread_from_key
 from bot.shutdown import cancel_bounded, wait_bounded
-from swarm.db import Database
 from swarm.events import Notice
-from swarm.models import OutboxEvent, ThreadRef, utcnow
-from swarm.outbox import (
+from swarm.redact import redact
+from swarm.store.db import Database
+from swarm.store.models import OutboxEvent, ThreadRef, utcnow
+from swarm.store.outbox import (
     claim,
     due_threads,
     has_due,
@@ -25,7 +26,6 @@ from swarm.outbox import (
     renew,
     to_event,
 )
-from swarm.redact import redact
 
 log = logging.getLogger(__name__)
 THREADS_PER_DRAIN = 100  # threads delivered side by side in one drain, oldest head first

@@ -9,9 +9,9 @@ from bot.adapter import ChatAdapter
 from bot.dispatcher import Dispatcher
 from bot.shutdown import run_bounded
 from swarm.config import Settings
-from swarm.db import Database
 from swarm.redact import RedactingFilter
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
+from swarm.store.db import Database
 
 log = logging.getLogger(__name__)
 SWARM_SHUTDOWN_S = 10.0  # cancelled steps and planning end at their next await

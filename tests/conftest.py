@@ -17,8 +17,8 @@ os.environ.setdefault("INITIAL_RETRY_DELAY", "0.05")
 os.environ.setdefault("JITTER", "0.05")
 
 from swarm.config import Settings  # noqa: E402
-from swarm.db import Database  # noqa: E402
-from swarm.service import Swarm  # noqa: E402
+from swarm.services.objectives import Swarm  # noqa: E402
+from swarm.store.db import Database  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 from tests.fakes.slack_api import FakeSlackAPI  # noqa: E402
 

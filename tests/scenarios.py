@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from swarm.models import OutboxEvent, StepRun, ThreadRef
-from swarm.service import Swarm
-from swarm.views import ObjectiveView
+from swarm.services.objectives import Swarm
+from swarm.store.models import OutboxEvent, StepRun, ThreadRef
+from swarm.store.views import ObjectiveView
 
 THREAD = ThreadRef("console", "team-a", "general", "t-1")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select, update
 
-from swarm.audit import verify_chain
-from swarm.models import AuditEntry
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
+from swarm.store.audit import verify_chain
+from swarm.store.models import AuditEntry
 from tests.scenarios import run_goal
 
 

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
-from swarm.budget import BudgetExceeded, objective_key, team_key
-from swarm.llm import CallContext
-from swarm.models import AuditEntry, BudgetCeiling, LLMCall, utcnow
-from swarm.service import Swarm
-from swarm.spend import month_key
+from swarm.llm.budget import BudgetExceeded, objective_key, team_key
+from swarm.llm.client import CallContext
+from swarm.services.objectives import Swarm
+from swarm.store.models import AuditEntry, BudgetCeiling, LLMCall, utcnow
+from swarm.store.spend import month_key
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scenarios import THREAD, approve_all, outbox_kinds
 from tests.test_spend import over_fake

@@ -9,9 +9,9 @@ import pytest
 from rich.console import Console
 
 from bot import cli
-from swarm.db import Database
-from swarm.models import ThreadRef
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
+from swarm.store.db import Database
+from swarm.store.models import ThreadRef
 from tests.conftest import make_settings
 from tests.scenarios import run_goal
 

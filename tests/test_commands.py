@@ -7,8 +7,8 @@ import pytest
 
 from bot import commands
 from bot.commands import CommandReply, Invocation, handle
-from swarm.models import ThreadRef
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
+from swarm.store.models import ThreadRef
 
 TEAM, OTHER_TEAM = "T0TEAM", "T0OTHER"
 THREAD = ThreadRef("slack", TEAM, "C0GENERAL", "1600000001.000001")

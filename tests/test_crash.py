@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from swarm.models import Objective, Step, StepRun
+from swarm.store.models import Objective, Step, StepRun
 from tests.processes import cli, env, kill_when
 
 GOAL = "Launch a localized campaign for our SaaS in Japan"

@@ -13,11 +13,11 @@ from sqlalchemy import insert, select
 from bot.adapter import PermanentDeliveryError
 from bot.console.adapter import ConsoleAdapter
 from bot.dispatcher import Dispatcher
-from swarm.db import Database
 from swarm.events import Event, Notice, StepFinished
-from swarm.models import OutboxEvent, ThreadRef
-from swarm.outbox import emit
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
+from swarm.store.db import Database
+from swarm.store.models import OutboxEvent, ThreadRef
+from swarm.store.outbox import emit
 
 THREAD = ThreadRef("slack", "T1", "C0GENERAL", "1.1")
 Refusal = Callable[[Event], Exception | None]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from swarm.models import LLMCall, Objective
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
+from swarm.store.models import LLMCall, Objective
 from tests.scenarios import THREAD, approve_all, outbox_kinds, run_goal, runs_by_key
 
 GOAL = "Launch a localized campaign for our SaaS in Japan"
@@ -181,7 +181,7 @@ async def test_tokens_and_cost_are_recorded_per_step_and_objective(swarm: Swarm)
 
 async def test_a_bug_inside_a_step_fails_that_step_and_the_objective_ends(
         swarm: Swarm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from swarm import steps
+    from swarm.engine import attempt as steps
 
     async def broken_review(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise ZeroDivisionError("a bug")
@@ -203,9 +203,9 @@ async def test_a_cancel_from_another_process_loses_no_other_objectives_results(
     by a second process on the same database) must not take the others down with it."""
     import asyncio
 
-    from swarm import steps
-    from swarm.db import Database
-    from swarm.models import ThreadRef
+    from swarm.engine import attempt as steps
+    from swarm.store.db import Database
+    from swarm.store.models import ThreadRef
     from tests.conftest import make_settings
 
     gate, reviewing, real_review = asyncio.Event(), set(), steps.review

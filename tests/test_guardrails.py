@@ -7,10 +7,10 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from swarm.models import AuditEntry, OutboxEvent
 from swarm.redact import MASK, RedactingFilter, redact
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
 from swarm.states import IllegalTransition, ObjectiveState, StepState, check_transition
+from swarm.store.models import AuditEntry, OutboxEvent
 from tests.scenarios import run_goal
 
 SECRETS = ["sk-proj-AbCdEfGhIjKlMnOpQrStUvWx", "xoxb-1234567890-abcdefghijkl",

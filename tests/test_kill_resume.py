@@ -15,10 +15,10 @@ from sqlalchemy import Engine, create_engine, or_, select
 from sqlalchemy.orm import Session
 
 from bot import cli as threadswarm
-from swarm.audit import verify_chain
 from swarm.config import Settings
-from swarm.models import Approval, AuditEntry, LLMCall, Objective, OutboxEvent, Step, StepRun
-from swarm.spend import objective_spend
+from swarm.store.audit import verify_chain
+from swarm.store.models import Approval, AuditEntry, LLMCall, Objective, OutboxEvent, Step, StepRun
+from swarm.store.spend import objective_spend
 from tests.conftest import _pg_schema_url
 from tests.processes import Moment, cli, env, kill_when
 

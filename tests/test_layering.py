@@ -45,6 +45,25 @@ def test_swarm_has_no_import_cycles() -> None:
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+# swarm/'s packages, each importing only those before it (and the shared top-level modules)
+SWARM_ORDER = ("store", "llm", "agents", "engine", "services")
+
+
+def test_swarm_packages_import_only_the_ones_below_them() -> None:
+    wrong = []
+    for i, package in enumerate(SWARM_ORDER):
+        later = SWARM_ORDER[i + 1:]
+        for name, path in modules(f"swarm/{package}").items():
+            wrong += [f"{name} imports {m}" for m in imports(path)
+                      if m.split(".")[:2] in (["swarm", p] for p in later)]
+    shared = {name: path for name, path in modules("swarm").items()
+              if name.count(".") == 1 and path.name != "__init__.py"}
+    for name, path in shared.items():  # contract, config, states, events...: below them all
+        wrong += [f"{name} imports {m}" for m in imports(path)
+                  if m.split(".")[:2] in (["swarm", p] for p in SWARM_ORDER)]
+    assert wrong == []
+
+
 def test_each_layer_imports_only_what_it_may() -> None:
     allowed = {"memory": set(), "swarm": {"memory"}, "schedules": {"swarm", "memory"}}
     wrong = []

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from swarm.agents.critic import CriticVerdict
 from swarm.config import Settings
-from swarm.llm import LLM, CallContext, StructuredOutputError
-from swarm.worker import CriticVerdict
+from swarm.llm.client import LLM, CallContext, StructuredOutputError
 from tests.conftest import make_settings
 from tests.fakes.openai_server import FakeOpenAI, invalid_json, ok, rate_limited, server_error, slow
 

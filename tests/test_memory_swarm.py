@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from memory import Embedder, TeamMemory
-from swarm.db import Database
-from swarm.llm import CallContext
-from swarm.models import ThreadRef
-from swarm.planner import PlanSpec
-from swarm.service import Swarm
-from swarm.tools import ToolContext
+from swarm.agents.planner import PlanSpec
+from swarm.agents.tools import ToolContext
+from swarm.llm.client import CallContext
+from swarm.services.objectives import Swarm
+from swarm.store.db import Database
+from swarm.store.models import ThreadRef
 from tests.conftest import make_settings
 from tests.scenarios import approve_all
 

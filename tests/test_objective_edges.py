@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from swarm.db import Database
-from swarm.llm import CallContext
-from swarm.models import Intervention, Objective, Question, Step
-from swarm.planner import PlanSpec, StepSpec
-from swarm.service import Swarm
+from swarm.agents.planner import PlanSpec, StepSpec
+from swarm.llm.client import CallContext
+from swarm.services.objectives import Swarm
+from swarm.store.db import Database
+from swarm.store.models import Intervention, Objective, Question, Step
 from tests.conftest import PG_URL, make_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scenarios import THREAD, approve_all, outbox_kinds, run_goal

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from bot.dispatcher import Dispatcher
-from swarm.db import Database
 from swarm.events import Event, Notice
-from swarm.models import OutboxEvent, ThreadRef, utcnow
-from swarm.outbox import claim, due_threads, emit, mark_delivered
+from swarm.store.db import Database
+from swarm.store.models import OutboxEvent, ThreadRef, utcnow
+from swarm.store.outbox import claim, due_threads, emit, mark_delivered
 
 ARCHIVED = ThreadRef("slack", "T1", "C0ARCHIVED", "1.1")
 LIVE = ThreadRef("slack", "T1", "C0LIVE", "2.2")

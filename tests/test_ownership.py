@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from swarm import audit as audit_module
-from swarm import steps
-from swarm.audit import audit, verify_chain
-from swarm.db import Database
-from swarm.models import LLMCall, OutboxEvent, Step, StepRun, ThreadRef, utcnow
-from swarm.service import Swarm
+from swarm.engine import attempt as steps
+from swarm.services.objectives import Swarm
+from swarm.store import audit as audit_module
+from swarm.store.audit import audit, verify_chain
+from swarm.store.db import Database
+from swarm.store.models import LLMCall, OutboxEvent, Step, StepRun, ThreadRef, utcnow
 from tests.conftest import make_settings
 from tests.scenarios import approve_all, runs_by_key
 

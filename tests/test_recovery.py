@@ -6,11 +6,11 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import select
 
-from swarm.faults import FaultPlan, FaultSpecError
-from swarm.models import AuditEntry, Intervention, LLMCall, OutboxEvent, Step
-from swarm.roles import load_roles
-from swarm.service import Swarm
-from swarm.troubleshooter import TroubleshootDecision, validate_decision
+from swarm.agents.roles import load_roles
+from swarm.agents.troubleshooter import TroubleshootDecision, validate_decision
+from swarm.llm.faults import FaultPlan, FaultSpecError
+from swarm.services.objectives import Swarm
+from swarm.store.models import AuditEntry, Intervention, LLMCall, OutboxEvent, Step
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scenarios import THREAD, approve_all, outbox_kinds, run_goal
 from tests.test_spend import over_fake

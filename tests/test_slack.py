@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from swarm.models import InboundEvent, OutboxEvent, ThreadRef
+from swarm.store.models import InboundEvent, OutboxEvent, ThreadRef
 from tests.fakes.slack_api import BOT_USER_ID, TEAM_ID, Call, FakeSlackAPI
 from tests.fakes.slack_bot import BOT_TOKEN, SECRET, Bot, start_bot
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from swarm.models import OutboxEvent
+from swarm.store.models import OutboxEvent
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_bot import Bot, start_bot
 from tests.test_slack import (

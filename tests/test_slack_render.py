@@ -14,7 +14,7 @@ from bot.slack.app import SlackEdge
 from bot.slack.settings import SlackSettings
 from bot.slack.text import from_slack, mrkdwn, split
 from swarm.events import ApprovalDecided, ObjectiveFinished, StepResult
-from swarm.models import ThreadRef
+from swarm.store.models import ThreadRef
 from tests.conftest import make_settings
 from tests.fakes.slack_api import FakeSlackAPI
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import litellm
 from sqlalchemy import select
 
-from swarm.models import LLMCall, StepRun, utcnow
-from swarm.service import Swarm
-from swarm.spend import daily_spend, team_spend
+from swarm.services.objectives import Swarm
+from swarm.store.models import LLMCall, StepRun, utcnow
+from swarm.store.spend import daily_spend, team_spend
 from tests.fakes.openai_server import FakeOpenAI, server_error
 from tests.scenarios import THREAD, outbox_kinds, run_goal
 

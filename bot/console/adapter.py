@@ -27,8 +27,8 @@ from swarm.events import (
     StepStarted,
     StepTroubleshot,
 )
-from swarm.models import ThreadRef
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
+from swarm.store.models import ThreadRef
 
 log = logging.getLogger(__name__)
 AUTO_ANSWER = "No preference: proceed with your best judgement."

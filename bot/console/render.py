@@ -4,10 +4,10 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from swarm.budget import Ceiling
 from swarm.events import CallRetried, PlanProposed, StepTroubleshot
-from swarm.spend import Spend, TeamDay
-from swarm.views import ObjectiveView, StepView
+from swarm.llm.budget import Ceiling
+from swarm.store.spend import Spend, TeamDay
+from swarm.store.views import ObjectiveView, StepView
 
 STATE_MARK = {"pending": "·", "awaiting_approval": "?", "ready": "·", "running": "▶",
               "waiting_human": "…", "finished": "✔", "failed": "✖", "skipped": "–",

@@ -21,8 +21,8 @@ from swarm.events import (
     PlanProposed,
     QuestionAsked,
 )
-from swarm.models import ThreadRef
-from swarm.service import Swarm
+from swarm.services.objectives import Swarm
+from swarm.store.models import ThreadRef
 
 log = logging.getLogger(__name__)
 

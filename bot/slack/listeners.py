@@ -19,8 +19,8 @@ from bot import commands
 from bot.slack.refs import MessageRefs, approval_id_of
 from bot.slack.render import APPROVE_REACTIONS, REJECT_REACTIONS, parse_action_id
 from bot.slack.text import escape, from_slack
-from swarm.models import MessageRef, ThreadRef
-from swarm.service import Swarm, UserError
+from swarm.services.objectives import Swarm, UserError
+from swarm.store.models import MessageRef, ThreadRef
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

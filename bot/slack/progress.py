@@ -12,8 +12,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.shutdown import cancel_bounded, wait_bounded
 from bot.slack import render
 from bot.slack.refs import PROGRESS, MessageRefs
-from swarm.models import ThreadRef
-from swarm.views import ObjectiveView
+from swarm.store.models import ThreadRef
+from swarm.store.views import ObjectiveView
 
 log = logging.getLogger(__name__)
 TRAILING_ATTEMPTS = 5

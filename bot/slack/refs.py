@@ -4,8 +4,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from swarm.db import Database
-from swarm.models import MessageRef
+from swarm.store.db import Database
+from swarm.store.models import MessageRef
 
 PLATFORM = "slack"
 PROGRESS = "progress"

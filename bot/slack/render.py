@@ -15,7 +15,7 @@ from swarm.events import (
     PlanProposed,
     QuestionAsked,
 )
-from swarm.views import ObjectiveView, StepView
+from swarm.store.views import ObjectiveView, StepView
 
 # Slack's limits: 3000 characters per section text, 50 blocks per message; the total text of a
 # message's blocks is kept well under the ~13k Slack starts refusing (msg_blocks_too_long).

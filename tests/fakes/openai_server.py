@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from swarm.offline import OfflineProvider
+from swarm.llm.offline import OfflineProvider
 from tests.fakes.local_server import serve_locally
 
 

@@ -14,13 +14,13 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from pydantic import BaseModel, ValidationError
 
-from swarm import offline
-from swarm.budget import Budget, Hold, Usage
 from swarm.config import Settings
-from swarm.faults import FaultInjector, FaultPlan
-from swarm.models import LLMCall, utcnow
+from swarm.llm import offline
+from swarm.llm.budget import Budget, Hold, Usage
+from swarm.llm.faults import FaultInjector, FaultPlan
+from swarm.llm.router import Chain, build_router, chains
 from swarm.prompts import render
-from swarm.router import Chain, build_router, chains
+from swarm.store.models import LLMCall, utcnow
 
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True
@@ -65,7 +65,7 @@ class CallContext:
 
 
 class CallBook(Protocol):
-    """Writes a call's rows, then releases its budget hold (swarm.calls.CallBook)."""
+    """Writes a call's rows, then releases its budget hold (swarm.llm.calls.CallBook)."""
 
     def submit(self, rows: list[LLMCall], hold: Hold | None) -> None: ...
 

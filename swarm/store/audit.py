@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from swarm.models import AuditEntry, AuditHead, table
 from swarm.redact import redact_value
+from swarm.store.models import AuditEntry, AuditHead, table
 
 GENESIS = "0" * 64
 

@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from swarm.models import Approval, Objective, Step, utcnow
+from swarm.store.models import Approval, Objective, Step, utcnow
 from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, StepState, sources
 
 

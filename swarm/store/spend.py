@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
-from swarm.models import LLMCall
+from swarm.store.models import LLMCall
 
 
 @dataclass(frozen=True)

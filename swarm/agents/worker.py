@@ -1,15 +1,13 @@
-"""Workers and the critic: one step's attempt, and the review of its output."""
+"""Workers: one step's attempt at its output, with the role's tools."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
-
-from swarm.llm import LLM, CallContext, LLMError, StructuredOutputError
+from swarm.agents.roles import Role
+from swarm.agents.tools import NeedsHumans, ToolContext, ToolRegistry
+from swarm.llm.client import LLM, CallContext
 from swarm.prompts import render
-from swarm.roles import Role
-from swarm.tools import NeedsHumans, ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +57,3 @@ async def run_worker(llm: LLM, role: Role, brief: StepBrief, tools: ToolRegistry
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
     reply = await llm.complete(role.tier, messages, ctx)  # out of tool rounds: answer now
     return WorkerResult(output=reply.content)
-
-
-class CriticVerdict(BaseModel):
-    approved: bool
-    critique: str
-
-
-async def review(llm: LLM, critic: Role, brief: StepBrief, output: str,
-                 ctx: CallContext) -> CriticVerdict:
-    messages = [{"role": "system", "content": critic.system_prompt},
-                {"role": "user", "content": render("critic_user", goal=brief.goal,
-                                                   title=brief.title,
-                                                   instructions=brief.instructions,
-                                                   output=output)}]
-    try:
-        return await llm.structured(critic.tier, messages, CriticVerdict, ctx)
-    except StructuredOutputError:
-        raise  # still invalid after re-asks and the fallback models: the step fails, clearly
-    except LLMError as exc:
-        # A critic outage must not throw away good work: accept, and say it was not reviewed.
-        log.warning("critic.unavailable error=%s", exc)
-        return CriticVerdict(approved=True, critique=f"(not reviewed: {exc})")

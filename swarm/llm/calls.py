@@ -5,10 +5,10 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from swarm.budget import Budget, Hold
-from swarm.db import Database
-from swarm.models import LLMCall, table, utcnow
-from swarm.turns import Turn
+from swarm.llm.budget import Budget, Hold
+from swarm.store.db import Database
+from swarm.store.models import LLMCall, table, utcnow
+from swarm.store.turns import Turn
 
 _INSERT = insert(table(LLMCall))
 _COLUMNS = tuple(c.key for c in table(LLMCall).c if c.key != "id")

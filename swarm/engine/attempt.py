@@ -1,10 +1,10 @@
 """One step's run: claim it, work, review, revise, and record how it came to rest.
 
-A claim owns the running step (token, owner, lease; swarm.leases). Every write after the
+A claim owns the running step (token, owner, lease; swarm.engine.leases). Every write after the
 claim is guarded by its token, so a process whose step was taken over (its lease expired, the
 objective was cancelled elsewhere) changes nothing and learns the step's state instead; that is
 decided per row, never by failing a batch. Writes are retried with backoff on brief database
-errors. The model calls are booked as they return (swarm.calls), not here.
+errors. The model calls are booked as they return (swarm.llm.calls), not here.
 """
 from __future__ import annotations
 
@@ -29,11 +29,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from swarm import leases, troubleshooter
-from swarm.audit import audit
-from swarm.budget import BudgetExceeded
+from swarm.agents import troubleshooter
+from swarm.agents.critic import review
+from swarm.agents.roles import Role
+from swarm.agents.tools import ToolContext, ToolRegistry
+from swarm.agents.worker import StepBrief, run_worker
 from swarm.config import Settings
-from swarm.db import Database, after_commit
+from swarm.engine import leases
 from swarm.events import (
     QuestionAsked,
     StepFailed,
@@ -42,9 +44,13 @@ from swarm.events import (
     StepStarted,
     StepTroubleshot,
 )
-from swarm.guards import move_step
-from swarm.llm import LLM, CallContext, LLMError
-from swarm.models import (
+from swarm.llm.budget import BudgetExceeded
+from swarm.llm.client import LLM, CallContext, LLMError
+from swarm.states import IllegalTransition, ObjectiveState, RunState, StepState, check_transition
+from swarm.store.audit import audit
+from swarm.store.db import Database, after_commit
+from swarm.store.guards import move_step
+from swarm.store.models import (
     Intervention,
     Note,
     Objective,
@@ -55,12 +61,8 @@ from swarm.models import (
     table,
     utcnow,
 )
-from swarm.outbox import emit
-from swarm.roles import Role
-from swarm.states import IllegalTransition, ObjectiveState, RunState, StepState, check_transition
-from swarm.tools import ToolContext, ToolRegistry
-from swarm.turns import Turn
-from swarm.worker import StepBrief, review, run_worker
+from swarm.store.outbox import emit
+from swarm.store.turns import Turn
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

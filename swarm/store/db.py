@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from swarm.models import Base
+from swarm.store.models import Base
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

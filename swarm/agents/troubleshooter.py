@@ -9,12 +9,12 @@ from pydantic import BaseModel
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from swarm.llm import LLM, CallContext
-from swarm.models import Intervention, Step
-from swarm.planner import PlanSpec, StepSpec, validate_plan
+from swarm.agents.planner import PlanSpec, StepSpec, validate_plan
+from swarm.agents.roles import Role, needs_approval
+from swarm.llm.client import LLM, CallContext
 from swarm.prompts import render
-from swarm.roles import Role, needs_approval
 from swarm.states import StepState
+from swarm.store.models import Intervention, Step
 
 Action = Literal["retry", "replan", "ask_humans"]
 

@@ -7,9 +7,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from swarm.models import Objective, Step, ThreadRef, utcnow
-from swarm.spend import Spend, step_spend
 from swarm.states import StepState
+from swarm.store.models import Objective, Step, ThreadRef, utcnow
+from swarm.store.spend import Spend, step_spend
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ import logging
 
 from pydantic import BaseModel, Field
 
-from swarm.llm import LLM, CallContext, StructuredOutputError
+from swarm.agents.roles import Role
+from swarm.llm.client import LLM, CallContext, StructuredOutputError
 from swarm.prompts import render
-from swarm.roles import Role
 
 log = logging.getLogger(__name__)
 

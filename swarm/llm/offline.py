@@ -32,7 +32,7 @@ from typing import Any
 import litellm
 from litellm import CustomLLM, ModelResponse
 
-from swarm.faults import BAD_JSON, FaultInjector
+from swarm.llm.faults import BAD_JSON, FaultInjector
 
 PROVIDER = "offline"
 _MARKERS = ("OBJECTIVE", "GOAL", "STEP", "INSTRUCTIONS", "INPUTS FROM EARLIER STEPS",

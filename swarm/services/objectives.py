@@ -10,14 +10,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from swarm import leases
-from swarm.audit import audit
-from swarm.budget import Budget, BudgetExceeded
-from swarm.calls import CallBook
+from swarm.agents.planner import PlanError, PlanSpec, make_plan
+from swarm.agents.roles import Role, binding, load_roles, needs_approval
+from swarm.agents.tools import ToolRegistry, default_tools
 from swarm.config import Settings
 from swarm.contract import Decision, Started, ThreadRef, UserError
-from swarm.db import Database, after_commit
-from swarm.engine import Engine, Executor
+from swarm.engine import leases
+from swarm.engine.attempt import StepServices
+from swarm.engine.driver import Driver, Executor
 from swarm.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -30,9 +30,16 @@ from swarm.events import (
     PlanProposed,
     StepResult,
 )
-from swarm.guards import decide_approval, move_objective, move_step
-from swarm.llm import LLM, CallContext, LLMError, Recovery
-from swarm.models import (
+from swarm.llm.budget import Budget, BudgetExceeded
+from swarm.llm.calls import CallBook
+from swarm.llm.client import LLM, CallContext, LLMError, Recovery
+from swarm.redact import redact
+from swarm.services.policy import may_decide, refusal
+from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState, StepState
+from swarm.store.audit import audit
+from swarm.store.db import Database, after_commit
+from swarm.store.guards import decide_approval, move_objective, move_step
+from swarm.store.models import (
     Approval,
     InboundEvent,
     Note,
@@ -42,15 +49,8 @@ from swarm.models import (
     StepRun,
     utcnow,
 )
-from swarm.outbox import emit
-from swarm.planner import PlanError, PlanSpec, make_plan
-from swarm.policy import may_decide, refusal
-from swarm.redact import redact
-from swarm.roles import Role, binding, load_roles, needs_approval
-from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState, StepState
-from swarm.steps import StepServices
-from swarm.tools import ToolRegistry, default_tools
-from swarm.views import ObjectiveView, objective_view
+from swarm.store.outbox import emit
+from swarm.store.views import ObjectiveView, objective_view
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Swarm:
         self.memory = memory
         self.roles = roles or load_roles(settings.roles_file)
         self.tools = tools or default_tools()
-        self.engine = Engine(StepServices(db, settings, self.llm, self.roles, self.tools,
+        self.engine = Driver(StepServices(db, settings, self.llm, self.roles, self.tools,
                                           self.recall_texts, self.add_note, self.remember_later,
                                           self.hold_for_budget), self.finish_objective, executor)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -562,7 +562,7 @@ class Swarm:
     async def recover(self) -> list[int]:
         """Resume every non-terminal objective. A step whose process stopped (its lease lapsed,
         or its owner on this machine has exited) runs again; a step another live process runs is
-        left to it, and watched (swarm.engine)."""
+        left to it, and watched (swarm.engine.driver)."""
         with self.db.tx() as s:
             live = s.execute(select(Objective.id, Objective.state).where(
                 Objective.state.not_in([st.value for st in TERMINAL_OBJECTIVE]))).all()

@@ -2,7 +2,7 @@
 
 Before a call, its cost is estimated (prompt tokens by litellm.token_counter plus the whole
 completion allowance, priced at the dearest model it may reach) and held while it is in flight;
-whoever writes the call's LLMCall rows releases the hold once they are committed (swarm.calls),
+whoever writes the call's LLMCall rows releases the hold once they are committed (swarm.llm.calls),
 so a call counts as its estimate, then as its rows, never both for long and never neither. A
 check adds spend in the database, every hold of the same objective or team, and the new
 estimate, so parallel steps cannot all pass at once: a ceiling is passed by at most what calls
@@ -23,9 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from swarm.config import Settings
-from swarm.db import Database
-from swarm.models import BudgetCeiling, BudgetRequest, utcnow
-from swarm.spend import Spend, month_key, month_start, objective_spend, team_spend
+from swarm.store.db import Database
+from swarm.store.models import BudgetCeiling, BudgetRequest, utcnow
+from swarm.store.spend import Spend, month_key, month_start, objective_spend, team_spend
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from swarm.events import Event, event_from_payload
-from swarm.models import OutboxEvent, ThreadRef, table, utcnow
 from swarm.redact import redact_value
+from swarm.store.models import OutboxEvent, ThreadRef, table, utcnow
 
 _INSERT = insert(table(OutboxEvent))
 

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, or_, select, update
 
-from swarm.models import Step, StepRun, table, utcnow
 from swarm.states import RunState, StepState
+from swarm.store.models import Step, StepRun, table, utcnow
 
 log = logging.getLogger(__name__)
 _HOST = socket.gethostname()

@@ -9,15 +9,15 @@ from typing import Protocol
 
 from sqlalchemy import select
 
-from swarm import leases
-from swarm.audit import audit
+from swarm.agents.roles import binding
+from swarm.engine import leases
+from swarm.engine.attempt import StepRunner, StepServices
 from swarm.events import ApprovalRequested
-from swarm.guards import move_step
-from swarm.models import Approval, Objective, Step
-from swarm.outbox import emit
-from swarm.roles import binding
 from swarm.states import TERMINAL_STEP, ApprovalState, ObjectiveState, StepState
-from swarm.steps import StepRunner, StepServices
+from swarm.store.audit import audit
+from swarm.store.guards import move_step
+from swarm.store.models import Approval, Objective, Step
+from swarm.store.outbox import emit
 
 log = logging.getLogger(__name__)
 _BLOCKED = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
@@ -88,7 +88,7 @@ class _Drive:
         return list(seen.values())
 
 
-class Engine:
+class Driver:
     """Drives each running objective's DAG; `finish(objective_id)` is called when every step
     of it has come to an end."""
 

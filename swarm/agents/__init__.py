@@ -1,0 +1,1 @@
+"""The agents: the manager (planner), workers, critic and troubleshooter; roles, tools, prompts."""

@@ -1,0 +1,1 @@
+"""The store: database, models, guarded writes, the outbox, the audit chain and read models."""
