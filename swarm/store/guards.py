@@ -11,8 +11,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from swarm.store.models import Approval, Objective, Step, utcnow
 from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, StepState, sources
+from swarm.store.models import Approval, Objective, Step, utcnow
 
 
 def _allowed(to: StrEnum, only_from: Iterable[StrEnum] | None) -> list[str]:
