@@ -5,11 +5,11 @@ import logging
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.progress import ProgressMessages
+from bot.refs import MessageRefs, approval_key
 from bot.slack import render
 from bot.slack.errors import permanent
 from bot.slack.install import BotTokens
-from bot.slack.progress import ProgressMessages
-from bot.slack.refs import MessageRefs, approval_key
 from swarm.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -23,6 +23,7 @@ from swarm.events import (
 )
 from swarm.services.objectives import Swarm
 from swarm.store.models import ThreadRef
+from swarm.store.views import ObjectiveView
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,9 @@ class SlackAdapter:
     def __init__(self, swarm: Swarm, client: AsyncWebClient, tokens: BotTokens, *,
                  progress_interval_s: float = 1.0) -> None:
         self.swarm, self.client, self.tokens = swarm, client, tokens
-        self.refs = MessageRefs(swarm.db)
-        self.progress = ProgressMessages(client, self.refs, swarm.view, tokens,
-                                         interval_s=progress_interval_s)
+        self.refs = MessageRefs(swarm.db, self.platform)
+        self.progress = ProgressMessages(self.refs, swarm.view, self._post_progress,
+                                         self._edit_progress, interval_s=progress_interval_s)
 
     async def deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
         """Raises PermanentDeliveryError for what Slack will never accept (bot/slack/errors)."""
@@ -83,6 +84,15 @@ class SlackAdapter:
                 log.info("slack.event_without_message kind=%s objective=%s", event.event_type,
                          oid)
                 await self.progress.show(oid, thread, create=False)
+
+    async def _post_progress(self, view: ObjectiveView, thread: ThreadRef) -> tuple[str, str]:
+        return await self._post(thread, render.progress(view))
+
+    async def _edit_progress(self, view: ObjectiveView, thread: ThreadRef, channel: str,
+                             ts: str) -> None:
+        msg = render.progress(view)
+        await self.client.chat_update(token=await self.tokens(thread.team_id), channel=channel,
+                                      ts=ts, text=msg.text, blocks=msg.blocks)
 
     async def _post(self, thread: ThreadRef, msg: render.SlackMessage) -> tuple[str, str]:
         resp = await self.client.chat_postMessage(

@@ -16,10 +16,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 
+from bot.loop_thread import LoopThread, run_on
 from bot.runtime import Runtime
 from bot.slack import listeners
 from bot.slack.adapter import SlackAdapter
-from bot.slack.ingress import LoopThread, run_on
 from bot.slack.install import BotTokens, InstalledTokens, StaticToken, installation_store
 from bot.slack.install import oauth_settings as make_oauth_settings
 from bot.slack.settings import SlackSettings

@@ -16,7 +16,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands
-from bot.slack.refs import MessageRefs, approval_id_of
+from bot.refs import MessageRefs, approval_id_of
 from bot.slack.render import APPROVE_REACTIONS, REJECT_REACTIONS, parse_action_id
 from bot.slack.text import escape, from_slack
 from swarm.services.objectives import Swarm, UserError

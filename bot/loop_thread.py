@@ -1,9 +1,10 @@
-"""The Slack ingress loop: an event loop in its own thread, so acks never queue behind the swarm.
+"""An event loop in its own thread, so a chat edge's acks never queue behind the swarm.
 
-Slack drops a request that is not acked within 3 s. On one loop, every ack waits for whatever
-the swarm is doing (planning, LLM-layer overhead, SQLite commits): under a burst of mentions
-that wait grows without bound. Here bolt and its HTTP server (or Socket Mode) run on a second
-loop that does little besides verifying and acking; the work hops to the swarm's loop.
+Slack drops a request that is not acked within 3 s, and Discord an interaction within 3 s. On
+one loop, every ack waits for whatever the swarm is doing (planning, LLM-layer overhead, SQLite
+commits): under a burst of mentions that wait grows without bound. Here the platform's SDK and
+its transport (HTTP, Socket Mode, a gateway) run on a second loop that does little besides
+verifying and acking; the work hops to the swarm's loop.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Slack messages the bot posted for an objective (progress, approvals, results), by key."""
+"""Messages an edge posted for an objective (progress, approvals, results), by key, per platform."""
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -7,7 +7,6 @@ from sqlalchemy.exc import IntegrityError
 from swarm.store.db import Database
 from swarm.store.models import MessageRef
 
-PLATFORM = "slack"
 PROGRESS = "progress"
 
 
@@ -21,14 +20,15 @@ def approval_id_of(key: str) -> int | None:
 
 
 class MessageRefs:
-    """The `message_refs` table seen from Slack: message_id is the message's `ts`."""
+    """The `message_refs` table seen from one platform: message_id is the platform's own id
+    (Slack: the message's `ts`; Discord: the message id)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, db: Database, platform: str) -> None:
+        self.db, self.platform = db, platform
 
     def get(self, objective_id: int, key: str) -> MessageRef | None:
         with self.db.read() as s:
-            return s.scalar(select(MessageRef).where(MessageRef.platform == PLATFORM,
+            return s.scalar(select(MessageRef).where(MessageRef.platform == self.platform,
                                                      MessageRef.objective_id == objective_id,
                                                      MessageRef.key == key))
 
@@ -36,7 +36,7 @@ class MessageRefs:
         # No wake-up of the dispatcher: a ref is bookkeeping, not new work.
         try:
             with self.db.tx(wake=False) as s:
-                s.add(MessageRef(platform=PLATFORM, objective_id=objective_id, key=key,
+                s.add(MessageRef(platform=self.platform, objective_id=objective_id, key=key,
                                  channel_id=channel, message_id=ts))
         except IntegrityError:  # a redelivery raced us to it: the first message stands
             pass
@@ -44,7 +44,7 @@ class MessageRefs:
     def at(self, channel: str, ts: str) -> MessageRef | None:
         """The ref of the message at (channel, ts), e.g. the approval a reaction was put on."""
         with self.db.read() as s:
-            return s.scalars(select(MessageRef).where(MessageRef.platform == PLATFORM,
+            return s.scalars(select(MessageRef).where(MessageRef.platform == self.platform,
                                                       MessageRef.channel_id == channel,
                                                       MessageRef.message_id == ts)
                              .order_by(MessageRef.id)).first()

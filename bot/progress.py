@@ -1,4 +1,8 @@
-"""One progress message per objective, posted once, then edited at most about once a second."""
+"""One progress message per objective, posted once, then edited at most about once a second.
+
+Platform-neutral: an edge gives it how to post and how to edit a rendered view (Slack's
+chat.postMessage / chat.update, Discord's message create / edit); the throttle, the trailing
+edit and their retries are the same everywhere."""
 from __future__ import annotations
 
 import asyncio
@@ -7,11 +11,8 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 
-from slack_sdk.web.async_client import AsyncWebClient
-
+from bot.refs import PROGRESS, MessageRefs
 from bot.shutdown import cancel_bounded, wait_bounded
-from bot.slack import render
-from bot.slack.refs import PROGRESS, MessageRefs
 from swarm.store.models import ThreadRef
 from swarm.store.views import ObjectiveView
 
@@ -20,17 +21,22 @@ TRAILING_ATTEMPTS = 5
 FLUSH_S, CLOSE_S = 5.0, 5.0  # bounds of the waits at shutdown
 
 
+# Post a rendered view in the thread: returns (channel id, message id).
+Post = Callable[[ObjectiveView, ThreadRef], Awaitable[tuple[str, str]]]
+# Edit the message (channel id, message id) to show the view.
+Edit = Callable[[ObjectiveView, ThreadRef, str, str], Awaitable[None]]
+
+
 class ProgressMessages:
     """Edits are throttled per thread; an edit that comes too soon is folded into one trailing
     edit at the end of the interval, rendered from the view at that moment, so the latest state
     always shows. Edits of one thread are serialised, so an older render never lands last."""
 
-    def __init__(self, client: AsyncWebClient, refs: MessageRefs,
-                 view: Callable[[int], ObjectiveView | None],
-                 token: Callable[[str], Awaitable[str]], *, interval_s: float = 1.0) -> None:
-        self.client, self.refs, self.view, self.token = client, refs, view, token
+    def __init__(self, refs: MessageRefs, view: Callable[[int], ObjectiveView | None],
+                 post: Post, edit: Edit, *, interval_s: float = 1.0) -> None:
+        self.refs, self.view, self.post, self.edit = refs, view, post, edit
         self.interval_s = interval_s
-        self._last: dict[str, float] = {}  # thread key -> when Slack answered its last edit
+        self._last: dict[str, float] = {}  # thread key -> when the platform answered an edit
         self._dirty: dict[str, set[int]] = {}  # thread key -> objectives owed an edit
         self._trailing: dict[str, asyncio.Task[None]] = {}
         # A thread's lock lives while someone holds or waits for it: nothing piles up.
@@ -39,7 +45,7 @@ class ProgressMessages:
 
     async def show(self, objective_id: int, thread: ThreadRef, *, create: bool) -> None:
         """Bring the objective's progress message up to date; post it first if `create`.
-        Raises when Slack refuses, so the dispatcher retries the event."""
+        Raises when the platform refuses, so the dispatcher retries the event."""
         key = thread.key
         async with self._lock(key):
             ref = self.refs.get(objective_id, PROGRESS)
@@ -70,35 +76,30 @@ class ProgressMessages:
 
     async def flush(self, timeout_s: float = FLUSH_S) -> None:
         """Wait for the trailing edits that are due (tests, shutdown), at most `timeout_s`: an
-        edit Slack keeps refusing is retried for half a minute."""
+        edit the platform keeps refusing is retried for half a minute."""
         deadline = time.monotonic() + timeout_s
         while self._trailing:
             if not await wait_bounded(list(self._trailing.values()),
-                                      deadline - time.monotonic(), "slack.progress_flush"):
+                                      deadline - time.monotonic(), "progress.flush"):
                 return
 
     async def close(self) -> None:
-        await cancel_bounded(list(self._trailing.values()), CLOSE_S, "slack.progress_close")
+        await cancel_bounded(list(self._trailing.values()), CLOSE_S, "progress.close")
 
     async def _post(self, objective_id: int, thread: ThreadRef) -> None:
         view = self.view(objective_id)
         if view is None:
             return
-        msg = render.progress(view)
-        resp = await self.client.chat_postMessage(
-            token=await self.token(thread.team_id), channel=thread.channel_id,
-            thread_ts=thread.thread_id, text=msg.text, blocks=msg.blocks)
-        self.refs.save(objective_id, PROGRESS, str(resp["channel"]), str(resp["ts"]))
+        channel, message_id = await self.post(view, thread)
+        self.refs.save(objective_id, PROGRESS, channel, message_id)
         self._sent(thread.key)
 
     async def _edit(self, objective_id: int, thread: ThreadRef, channel: str, ts: str) -> None:
         view = self.view(objective_id)  # rendered now, inside the thread's lock
         if view is None:
             return
-        msg = render.progress(view)
-        await self.client.chat_update(token=await self.token(thread.team_id), channel=channel,
-                                      ts=ts, text=msg.text, blocks=msg.blocks)
-        # Counted from the answer: the next edit then reaches Slack at least an interval later,
+        await self.edit(view, thread, channel, ts)
+        # Counted from the answer: the next edit then reaches it at least an interval later,
         # however long this one took to get there.
         self._sent(thread.key)
 
@@ -117,8 +118,9 @@ class ProgressMessages:
                             await self._edit(oid, thread, ref.channel_id, ref.message_id)
                         except Exception as exc:
                             failed.add(oid)
-                            log.warning("slack.progress_edit_failed objective=%s attempt=%d "
-                                        "error=%s", oid, attempt + 1, type(exc).__name__)
+                            log.warning("progress.edit_failed platform=%s objective=%s "
+                                        "attempt=%d error=%s", self.refs.platform, oid,
+                                        attempt + 1, type(exc).__name__)
                     if not failed:
                         return
                     self._dirty.setdefault(key, set()).update(failed)
