@@ -125,6 +125,7 @@ async def bench(args: argparse.Namespace) -> None:
     from bot.serve import tune_for_acks
     from bot.slack.app import SlackEdge
     from bot.slack.settings import SlackSettings
+    from bot.web import WebServer
     from swarm.config import Settings
     from swarm.store.models import Objective, Step
     from tests.fakes.slack_api import FakeSlackAPI
@@ -140,7 +141,8 @@ async def bench(args: argparse.Namespace) -> None:
             signing_secret=SecretStr(os.environ[SECRET_ENV])))
         runtime.add_adapter(edge.adapter)
         runtime.start()
-        await edge.serve("127.0.0.1", 0)
+        server = WebServer(runtime, [edge])
+        await server.start("127.0.0.1", 0)
         await warm_up(runtime)
         tune_for_acks()  # as `threadswarm serve` does at start-up
         stop = asyncio.Event()
@@ -150,7 +152,7 @@ async def bench(args: argparse.Namespace) -> None:
         try:
             for rate in args.rates:
                 print(f"… {rate} requests/s for {args.seconds:g} s", file=sys.stderr)
-                rows.append(await run_rate(f"http://127.0.0.1:{edge.port}/slack/events", rate,
+                rows.append(await run_rate(f"http://127.0.0.1:{server.port}/slack/events", rate,
                                            args.seconds))
         finally:
             stop.set()
@@ -159,7 +161,7 @@ async def bench(args: argparse.Namespace) -> None:
                 objectives = s.scalar(select(func.count()).select_from(Objective))
                 steps = s.scalar(select(func.count()).select_from(Step)
                                  .where(Step.state == "finished"))
-            await edge.close()
+            await server.close()
             await runtime.swarm.shutdown()
             await runtime.close()
             await api.close()

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = sub.add_parser("serve", help="serve Slack (HTTP or Socket Mode) and run the swarm")
+    serve = sub.add_parser("serve", help="serve the configured chat platforms (Slack: HTTP or "
+                                         "Socket Mode) and run the swarm")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (PORT sets the "
                                                          "port)")
     serve.set_defaults(func=cmd_serve)
@@ -35,32 +36,35 @@ def tune_for_acks() -> None:
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.slack.app import SlackEdge  # the Slack SDK loads only for this command
-    from bot.slack.settings import SlackSettings
+    from bot.edges import build_edges  # each platform's SDK loads only for this command
+    from bot.web import WebServer
 
-    slack = SlackSettings()
-    if problems := slack.problems():
-        print("threadswarm serve cannot start:\n" + "\n".join(f"- {p}" for p in problems),
-              file=sys.stderr)
-        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on every platform
             loop.add_signal_handler(sig, stop.set)
     runtime = Runtime(settings)
-    edge = SlackEdge(runtime, slack)
-    runtime.add_adapter(edge.adapter)
+    edges, problems = build_edges(runtime)
+    if problems:
+        print("threadswarm serve cannot start:\n" + "\n".join(f"- {p}" for p in problems),
+              file=sys.stderr)
+        await runtime.close()
+        return 2
+    for edge in edges:
+        runtime.add_adapter(edge.adapter)
+    server = WebServer(runtime, edges)
     try:
         resumed = await runtime.swarm.recover()
         log.info("serve.recovered objectives=%s", resumed)
         runtime.start()
         tune_for_acks()
-        await edge.serve(args.host, settings.port)
-        print(f"threadswarm serving Slack ({'Socket Mode' if slack.socket_mode else 'HTTP'}) on "
-              f"{args.host}:{settings.port}; /healthz answers. Ctrl-C stops.", file=sys.stderr)
+        await server.start(args.host, settings.port)
+        names = ", ".join(f"{e.platform} ({e.health().get('mode', 'on')})" for e in edges)
+        print(f"threadswarm serving {names} on {args.host}:{settings.port}; /healthz answers. "
+              f"Ctrl-C stops.", file=sys.stderr)
         await stop.wait()
         return 0
     finally:
-        await edge.close()
+        await server.close()
         await runtime.close()

@@ -41,7 +41,8 @@ async def test_socket_mode_acks_each_envelope_and_answers_through_the_web_api(
             async with http.post(f"{bot.url}/slack/events", data="{}") as resp:
                 assert resp.status == 404, "in Socket Mode no event comes over HTTP"
             async with http.get(f"{bot.url}/healthz") as resp:
-                assert await resp.json() == {"ok": True, "slack": "socket"}
+                assert await resp.json() == {"ok": True, "database": "ok",
+                                             "slack": {"ok": True, "mode": "socket"}}
     finally:
         await bot.close()
 
@@ -99,7 +100,8 @@ async def test_healthz_answers_while_serving(tmp_path: Any, sqlite_url: str,
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{bot.url}/healthz") as resp:
                 assert resp.status == 200
-                assert await resp.json() == {"ok": True, "slack": "http"}
+                assert await resp.json() == {"ok": True, "database": "ok",
+                                             "slack": {"ok": True, "mode": "http"}}
     finally:
         await bot.close()
 

@@ -14,9 +14,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import text
 
-from bot.loop_thread import LoopThread, run_on
+from bot.loop_thread import run_on
 from bot.runtime import Runtime
 from bot.slack import listeners
 from bot.slack.adapter import SlackAdapter
@@ -30,10 +29,23 @@ T = TypeVar("T")
 EVENTS_PATH = "/slack/events"
 
 
+def from_environment(runtime: Runtime) -> tuple[SlackEdge | None, list[str]]:
+    """The Slack edge when any SLACK_ setting is there (bot/edges.py's registry calls it)."""
+    settings = SlackSettings()
+    if not settings.configured:
+        return None, []
+    if problems := settings.problems():
+        return None, problems
+    return SlackEdge(runtime, settings), []
+
+
 class SlackEdge:
-    """Slack wired to a Runtime's swarm. `serve()` opens HTTP (events, OAuth, /healthz) and,
-    with SLACK_APP_TOKEN, Socket Mode, both on the ingress loop; `close()` stops them. The
-    adapter (outbound, called by the dispatcher) stays on the swarm's loop."""
+    """Slack wired to a Runtime's swarm, as an edge of bot/web.py's server: its routes (events,
+    OAuth) and, with SLACK_APP_TOKEN, Socket Mode run on the ingress loop. The adapter
+    (outbound, called by the dispatcher) stays on the swarm's loop, the one the edge is built
+    on."""
+
+    platform = "slack"
 
     def __init__(self, runtime: Runtime, settings: SlackSettings, *,
                  progress_interval_s: float = 1.0, rate_limit_retries: int = 3) -> None:
@@ -66,59 +78,35 @@ class SlackEdge:
         self.adapter = SlackAdapter(runtime.swarm, self.client, tokens,
                                     progress_interval_s=progress_interval_s)
         listeners.register(self.app, runtime.swarm, self.adapter.refs, self._on_swarm)
-        self.ingress = LoopThread("slack-ingress")  # bolt, HTTP and Socket Mode run there
         self.socket: SocketMode | None = None
-        self._swarm_loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
+        self._swarm_loop = asyncio.get_running_loop()
 
     def _on_swarm(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
         """From a listener (ingress loop): run a swarm call on the swarm's loop."""
-        assert self._swarm_loop is not None, "serve() first"
         return run_on(self._swarm_loop, coro)
 
-    def web_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
+    def routes(self, app: web.Application) -> None:
         if not self.settings.socket_mode:  # in Socket Mode, events never come over HTTP
             app.router.add_post(EVENTS_PATH, self._bolt)
         if (flow := self.app.oauth_flow) is not None:
             app.router.add_get(flow.install_path, self._install)
             app.router.add_get(flow.redirect_uri_path, self._oauth_redirect)
-        return app
 
-    async def serve(self, host: str, port: int) -> None:
-        """Start the transports on the ingress loop; returns once they listen (or are
-        connected). The swarm's loop is the one serve() is awaited on."""
-        self._swarm_loop = asyncio.get_running_loop()
-        self.ingress.start()
-        await self.ingress.run(self._open(host, port))
-        log.info("slack.serving host=%s port=%s socket_mode=%s oauth=%s", host, self.port,
-                 self.settings.socket_mode, self.settings.oauth)
-
-    async def _open(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.web_app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+    async def connect(self) -> None:
         if self.settings.app_token is not None:
             self.socket = SocketMode(self.app, self.settings.app_token.get_secret_value())
             await self.socket.connect()
+        log.info("slack.serving socket_mode=%s oauth=%s", self.settings.socket_mode,
+                 self.settings.oauth)
 
-    async def _shut(self) -> None:
+    async def disconnect(self) -> None:
         if self.socket is not None:
             await self.socket.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
-    @property
-    def port(self) -> int:
-        """The port HTTP listens on (the one the OS chose when serve() was given 0)."""
-        assert self._runner is not None, "serve() first"
-        return int(self._runner.addresses[0][1])
+    def health(self) -> dict[str, object]:
+        return {"ok": True, "mode": "socket" if self.settings.socket_mode else "http"}
 
     async def close(self) -> None:
-        if self.ingress.running:
-            await self.ingress.run(self._shut())
-        await self.ingress.stop()
         await self.adapter.close()
 
     # -- HTTP handlers ---------------------------------------------------------------------
@@ -136,13 +124,3 @@ class SlackEdge:
         assert self.app.oauth_flow is not None
         return await to_aiohttp_response(await self.app.oauth_flow.handle_callback(
             await to_bolt_request(request)))
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        try:
-            with self.runtime.db.read() as s:
-                s.execute(text("select 1"))
-        except Exception as exc:
-            log.warning("slack.healthz_failed error=%s", type(exc).__name__)
-            return web.json_response({"ok": False, "database": "unreachable"}, status=503)
-        mode = "socket" if self.settings.socket_mode else "http"
-        return web.json_response({"ok": True, "slack": mode})

@@ -39,6 +39,12 @@ class SlackSettings(BaseSettings):
         url = self.api_url or DEFAULT_API_URL
         return url if url.endswith("/") else url + "/"
 
+    @property
+    def configured(self) -> bool:
+        """Any Slack setting is there: the operator means to run Slack."""
+        return any(v is not None for v in (self.bot_token, self.signing_secret, self.app_token,
+                                           self.client_id, self.client_secret))
+
     def problems(self) -> list[str]:
         """What keeps the Slack edge from starting, each as a sentence the operator can act on."""
         found = []

@@ -7,6 +7,7 @@ from typing import Any
 from bot.runtime import Runtime
 from bot.slack.app import SlackEdge
 from bot.slack.settings import SlackSettings
+from bot.web import WebServer
 from tests.conftest import make_settings
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_events import SlackEvents
@@ -19,15 +20,16 @@ BOT_TOKEN = "xoxb-1000-2000-testtoken0123456789"
 class Bot:
     runtime: Runtime
     edge: SlackEdge
+    server: WebServer
     events: SlackEvents
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.edge.port}"
+        return f"http://127.0.0.1:{self.server.port}"
 
     async def close(self) -> None:
         await self.events.close()
-        await self.edge.close()
+        await self.server.close()
         await self.runtime.close()
 
 
@@ -45,5 +47,7 @@ async def start_bot(tmp_path: Any, url: str, api: FakeSlackAPI, *,
     runtime.add_adapter(edge.adapter)
     await runtime.swarm.recover()
     runtime.start()
-    await edge.serve("127.0.0.1", 0)
-    return Bot(runtime, edge, SlackEvents(f"http://127.0.0.1:{edge.port}/slack/events", SECRET))
+    server = WebServer(runtime, [edge])
+    await server.start("127.0.0.1", 0)
+    return Bot(runtime, edge, server,
+               SlackEvents(f"http://127.0.0.1:{server.port}/slack/events", SECRET))

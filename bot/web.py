@@ -1,0 +1,85 @@
+"""The one HTTP server of `serve`: every edge's routes and /healthz, on the ingress loop."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+
+from bot.edges import Edge
+from bot.loop_thread import LoopThread
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    """HTTP on PORT (the edges' routes, `GET /healthz`) and the edges' long-lived connections
+    run on an ingress loop in its own thread, so acks never wait for the swarm's loop."""
+
+    def __init__(self, runtime: Runtime, edges: list[Edge]) -> None:
+        self.runtime, self.edges = runtime, edges
+        self.ingress = LoopThread("ingress")
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        for edge in self.edges:
+            edge.routes(app)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen and connect the edges; returns once they do."""
+        self.ingress.start()
+        await self.ingress.run(self._open(host, port))
+
+    async def _open(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        for edge in self.edges:
+            await edge.connect()
+
+    @property
+    def port(self) -> int:
+        """The port HTTP listens on (the one the OS chose when start() was given 0)."""
+        assert self._runner is not None, "start() first"
+        return int(self._runner.addresses[0][1])
+
+    async def close(self) -> None:
+        if self.ingress.running:
+            await self.ingress.run(self._shut())
+        await self.ingress.stop()
+        for edge in self.edges:
+            await edge.close()
+
+    async def _shut(self) -> None:
+        for edge in self.edges:
+            try:
+                await edge.disconnect()
+            except Exception as exc:  # the others still close
+                log.warning("web.disconnect_failed platform=%s error=%s", edge.platform,
+                            type(exc).__name__)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = {"ok": True, "database": "ok"}
+        try:
+            await asyncio.to_thread(self._ping)
+        except Exception as exc:
+            log.warning("web.healthz_database_failed error=%s", type(exc).__name__)
+            body.update(ok=False, database="unreachable")
+        for edge in self.edges:
+            part = edge.health()
+            body[edge.platform] = part
+            if part.get("ok") is False:
+                body["ok"] = False
+        return web.json_response(body, status=200 if body["ok"] else 503)
+
+    def _ping(self) -> None:
+        with self.runtime.db.read() as s:
+            s.execute(text("select 1"))

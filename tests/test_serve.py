@@ -1,0 +1,60 @@
+"""`threadswarm serve`: the configured edges from the registry, one HTTP server, /healthz."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bot import cli
+from tests.processes import cli as command
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_with_no_chat_platform_configured_says_what_to_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    for name in list(os.environ):
+        if name.startswith("SLACK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("THREADSWARM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("THREADSWARM_MEMORY_ENABLED", "false")
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve"])
+    assert exited.value.code == 2
+    assert "No chat platform is configured: set SLACK_BOT_TOKEN" in capsys.readouterr().err
+
+
+def test_serve_answers_healthz_for_its_edges_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env.update(THREADSWARM_DATA_DIR=str(tmp_path), THREADSWARM_MEMORY_ENABLED="false",
+               PORT=str(port), SLACK_BOT_TOKEN="xoxb-1-serve-test-token",
+               SLACK_SIGNING_SECRET="0" * 32, SLACK_API_URL="http://127.0.0.1:9/api/")
+    proc = subprocess.Popen(command("serve", "--host", "127.0.0.1"), env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        body, deadline = None, time.monotonic() + 60
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                time.sleep(0.2)
+        assert body == {"ok": True, "database": "ok", "slack": {"ok": True, "mode": "http"}}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
