@@ -35,6 +35,7 @@ bench: $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bot swarm memory schedules tests bench
+	$(VENV)/bin/mypy --ignore-missing-imports swarm bot memory schedules
 
 # Re-resolve both locks on the newest releases pyproject.toml's ranges admit.
 lock:

@@ -5,8 +5,9 @@ import argparse
 import asyncio
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from typing import Any
 
 from rich.console import Console
 
@@ -231,7 +232,7 @@ async def _with_memory(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    func: Callable[[argparse.Namespace, Settings], Awaitable[int]] = args.func
+    func: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]] = args.func
     if getattr(args, "needs_memory", False):
         func = _with_memory
     try:

@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -210,7 +211,7 @@ def _owned(s: Session, claim: Claim) -> tuple[Step, StepRun] | None:
 
 
 def _state(s: Session, step_id: int) -> StepState:
-    return StepState(s.scalar(select(Step.state).where(Step.id == step_id)))
+    return StepState(s.execute(select(Step.state).where(Step.id == step_id)).scalar_one())
 
 
 class StepRunner:
@@ -241,7 +242,7 @@ class StepRunner:
         for objective_id, step_ids in by_objective.items():
             try:
                 obj = self._objective(objective_id)
-                claims = await self._write(lambda o=obj, ids=step_ids: self._claim_many(o, ids),
+                claims = await self._write(partial(self._claim_many, obj, step_ids),
                                            "step.claim")
                 done.update(((objective_id, sid), claims[sid]) for sid in step_ids)
             except Exception as exc:  # those steps fail (the engine's crash path), not others
@@ -344,12 +345,12 @@ class StepRunner:
                     return await self._lost(claim)
                 if result.question is not None:
                     return await self._write(
-                        lambda q=result.question: self._wait_for_humans(claim, q), "step.wait")
+                        partial(self._wait_for_humans, claim, result.question), "step.wait")
                 output = result.output or ""
                 verdict = await review(sw.llm, sw.roles["critic"], claim.brief, output,
                                        claim.ctx)
             except BudgetExceeded as exc:
-                return await self._write(lambda e=exc: self._hold_for_budget(claim, e),
+                return await self._write(partial(self._hold_for_budget, claim, exc),
                                          "step.budget_hold")
             except LLMError as exc:
                 return await self._troubleshoot(claim, str(exc))
@@ -362,7 +363,7 @@ class StepRunner:
                     claim, f"rejected by the critic {claim.rejections + 1} times: "
                            f"{verdict.critique}", output=output, critique=verdict.critique)
             critique = verdict.critique
-            revised = await self._write(lambda o=output, c=critique: self._revise(claim, o, c),
+            revised = await self._write(partial(self._revise, claim, output, critique),
                                         "step.revise")
             if isinstance(revised, StepState):
                 return revised
@@ -390,8 +391,9 @@ class StepRunner:
             s.flush()
             emit(s, claim.thread, StepRevised(step.objective_id, step.id, step.title,
                                               step.attempts, critique))
-            after_commit(s, lambda title=step.title: self.swarm.remember_later(
-                claim.team_id, f"Critic on '{title}': {critique}", "critique",
+            after_commit(s, partial(
+                self.swarm.remember_later, claim.team_id,
+                f"Critic on '{step.title}': {critique}", "critique",
                 claim.objective_id))
             return nxt.id, step.attempts
 
@@ -479,7 +481,7 @@ class StepRunner:
                                                    failed, earlier, claim.ctx,
                                                    max_steps=sw.settings.max_replan_steps)
         except BudgetExceeded as exc:
-            return await self._write(lambda e=exc: self._hold_for_budget(claim, e),
+            return await self._write(partial(self._hold_for_budget, claim, exc),
                                      "step.budget_hold")
         except LLMError as exc:
             return await fail(f"{error}; the troubleshooter could not help: {exc}")

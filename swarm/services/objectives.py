@@ -38,7 +38,7 @@ from swarm.services.policy import may_decide, refusal
 from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState, StepState
 from swarm.store.audit import audit
 from swarm.store.db import Database, after_commit
-from swarm.store.guards import decide_approval, move_objective, move_step
+from swarm.store.guards import changed, decide_approval, move_objective, move_step
 from swarm.store.models import (
     Approval,
     InboundEvent,
@@ -373,11 +373,11 @@ class Swarm:
             if q is None:
                 return None
             now = utcnow()
-            answered = s.execute(update(Question)
-                                 .where(Question.id == q.id, Question.closed_at.is_(None))
-                                 .values(answer=redact(text), answered_by=user, answered_at=now,
-                                         closed_at=now)
-                                 .execution_options(synchronize_session=False)).rowcount
+            answered = changed(s, update(Question)
+                               .where(Question.id == q.id, Question.closed_at.is_(None))
+                               .values(answer=redact(text), answered_by=user, answered_at=now,
+                                       closed_at=now)
+                               .execution_options(synchronize_session=False))
             if not answered:  # another process's reply answered it first
                 return None
             step = s.get(Step, q.step_id)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, Executable, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -20,6 +20,11 @@ def _allowed(to: StrEnum, only_from: Iterable[StrEnum] | None) -> list[str]:
     if only_from is not None:
         allowed &= {str(s) for s in only_from}
     return sorted(allowed)
+
+
+def changed(s: Session, statement: Executable) -> bool:
+    """Run a guarded UPDATE: True when it changed the row (this process made the move)."""
+    return cast(CursorResult[Any], s.execute(statement)).rowcount == 1
 
 
 def _apply(s: Session, row: Any, done: bool, values: dict[str, Any]) -> bool:
@@ -41,10 +46,10 @@ def move_objective(s: Session, obj: Objective, to: ObjectiveState, reason: str |
     values |= {"state": str(to), "state_reason": reason, "updated_at": now}
     if to in TERMINAL_OBJECTIVE:
         values["finished_at"] = now
-    result = s.execute(update(Objective)
-                       .where(Objective.id == obj.id, Objective.state.in_(_allowed(to, only_from)))
-                       .values(**values).execution_options(synchronize_session=False))
-    return _apply(s, obj, result.rowcount == 1, values)
+    done = changed(s, update(Objective)
+                   .where(Objective.id == obj.id, Objective.state.in_(_allowed(to, only_from)))
+                   .values(**values).execution_options(synchronize_session=False))
+    return _apply(s, obj, done, values)
 
 
 def move_step(s: Session, step: Step, to: StepState, *,
@@ -58,9 +63,9 @@ def move_step(s: Session, step: Step, to: StepState, *,
     where = [Step.id == step.id, Step.state.in_(_allowed(to, only_from))]
     if claim is not None:
         where.append(Step.claim_token == claim)
-    result = s.execute(update(Step).where(*where).values(**values)
-                       .execution_options(synchronize_session=False))
-    return _apply(s, step, result.rowcount == 1, values)
+    done = changed(s, update(Step).where(*where).values(**values)
+                   .execution_options(synchronize_session=False))
+    return _apply(s, step, done, values)
 
 
 def decide_approval(s: Session, approval: Approval, to: ApprovalState, user: str | None,
@@ -68,8 +73,7 @@ def decide_approval(s: Session, approval: Approval, to: ApprovalState, user: str
     """Settle a pending approval once: of two racing decisions exactly one returns True."""
     values: dict[str, Any] = {"state": str(to), "decided_by": user, "decided_at": utcnow(),
                               "reason": reason}
-    result = s.execute(update(Approval)
-                       .where(Approval.id == approval.id,
-                              Approval.state.in_(_allowed(to, None)))
-                       .values(**values).execution_options(synchronize_session=False))
-    return _apply(s, approval, result.rowcount == 1, values)
+    done = changed(s, update(Approval)
+                   .where(Approval.id == approval.id, Approval.state.in_(_allowed(to, None)))
+                   .values(**values).execution_options(synchronize_session=False))
+    return _apply(s, approval, done, values)
