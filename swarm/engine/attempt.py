@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ from swarm.events import (
     StepTroubleshot,
 )
 from swarm.llm.budget import BudgetExceeded
+from swarm.llm.calls import CallBook, Taken
 from swarm.llm.client import LLM, CallContext, LLMError
 from swarm.states import IllegalTransition, ObjectiveState, RunState, StepState, check_transition
 from swarm.store.audit import audit
@@ -84,6 +86,7 @@ class StepServices:
     add_note: Callable[[int, int, str, str], Awaitable[None]]
     remember_later: Callable[[str, str, str, int | None], None]
     hold_for_budget: Callable[[Session, Objective, BudgetExceeded], None]
+    calls: CallBook  # where the model calls are booked as they return
     poke: Callable[[int], None] = field(default=lambda objective_id: None)  # the engine's
 
 
@@ -405,7 +408,20 @@ class StepRunner:
         now = utcnow()
         out: list[StepState | Exception] = []
         events: list[tuple[ThreadRef, StepFinished]] = []
+        calls = self.swarm.calls.take()  # the critics' calls, written with their verdicts
+        try:
+            out = self._finish_in(requests, calls, now, events)
+        except BaseException:
+            self.swarm.calls.give_back(calls)
+            raise
+        self.swarm.calls.settle(calls)
+        return out
+
+    def _finish_in(self, requests: list[_Accepted], calls: list[Taken], now: datetime,
+                   events: list[tuple[ThreadRef, StepFinished]]) -> list[StepState | Exception]:
+        out: list[StepState | Exception] = []
         with self.swarm.db.core() as c:
+            CallBook.insert(c, calls)
             for claim, output, critique in requests:
                 if not c.execute(_FINISH_STEP, {"sid": claim.step_id, "output": output,
                                                 "now": now, "token": claim.token}).rowcount:

@@ -1,9 +1,10 @@
 """The one way model calls are booked: each call's rows are written as the call returns."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 
 from swarm.llm.budget import Budget, Hold
 from swarm.store.db import Database
@@ -13,6 +14,7 @@ from swarm.store.turns import Turn
 _INSERT = insert(table(LLMCall))
 _COLUMNS = tuple(c.key for c in table(LLMCall).c if c.key != "id")
 Booking = tuple[list[LLMCall], Hold | None]
+Taken = tuple[Booking, "asyncio.Future[None]"]
 
 
 def _values(call: LLMCall) -> dict[str, Any]:
@@ -36,6 +38,27 @@ class CallBook:
 
     async def __call__(self, rows: list[LLMCall], hold: Hold | None) -> None:
         await self._turn((rows, hold))
+
+    def take(self) -> list[Taken]:
+        """The calls that returned and are not written yet, for a transaction about to commit
+        anyway (a step's finish writes its critic call with it: one commit, not two). Write
+        them with insert(), then settle() after the commit, or give_back() after a rollback."""
+        return self._turn.take()
+
+    @staticmethod
+    def insert(c: Connection, taken: list[Taken]) -> None:
+        if values := [_values(row) for (rows, _), _future in taken for row in rows]:
+            c.execute(_INSERT, values)
+
+    def settle(self, taken: list[Taken]) -> None:
+        for (_, hold), future in taken:
+            if self.budget is not None:
+                self.budget.release(hold)
+            if not future.done():
+                future.set_result(None)
+
+    def give_back(self, taken: list[Taken]) -> None:
+        self._turn.give_back(taken)
 
     async def _write(self, bookings: list[Booking]) -> list[None | Exception]:
         values = [_values(row) for rows, _ in bookings for row in rows]

@@ -99,7 +99,8 @@ class Swarm:
         self.tools = tools or default_tools()
         self.engine = Driver(StepServices(db, settings, self.llm, self.roles, self.tools,
                                           self.recall_texts, self.add_note, self.remember_later,
-                                          self.hold_for_budget), self.finish_objective, executor)
+                                          self.hold_for_budget, self.calls),
+                             self.finish_objective, executor)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- background work -------------------------------------------------------------------

@@ -40,6 +40,21 @@ class Turn(Generic[Q, R]):
     async def __call__(self, request: Q) -> R:
         return await self.submit(request)
 
+    def take(self) -> list[tuple[Q, asyncio.Future[R]]]:
+        """Hand over what waits to be served, for another transaction to write with its own;
+        that writer resolves the futures once it has committed, or gives them back."""
+        waiting, self._waiting = self._waiting, []
+        return waiting
+
+    def give_back(self, taken: list[tuple[Q, asyncio.Future[R]]]) -> None:
+        """The transaction that took them rolled back: serve them in the next batch."""
+        if not taken:
+            return
+        was_empty = not self._waiting
+        self._waiting[:0] = taken
+        if was_empty:
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting[:self._most], self._waiting[self._most:]
         if self._waiting:
