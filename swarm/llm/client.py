@@ -15,7 +15,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from pydantic import BaseModel, ValidationError
 
 from swarm.config import Settings
-from swarm.llm import offline
+from swarm.llm import offline, prices
 from swarm.llm.budget import Budget, Hold, Usage
 from swarm.llm.faults import FaultInjector, FaultPlan
 from swarm.llm.router import Chain, build_router, chains
@@ -185,9 +185,11 @@ class LLM:
         faults = (FaultInjector(FaultPlan.parse(settings.offline_faults),
                                 settings.offline_fault_seed) if settings.offline_faults else None)
         offline.register(settings.offline_latency_ms / 1000, faults)
+        self.chains: dict[str, Chain] = chains(settings)
+        self.unpriced = prices.check_models(  # raises SettingsError: a USD budget it cannot hold
+            settings, (m for c in self.chains.values() for m in c.models))
         if _ATTEMPT_LOG not in litellm.callbacks:
             litellm.callbacks.append(_ATTEMPT_LOG)
-        self.chains: dict[str, Chain] = chains(settings)
         self.router = build_router(settings, self.chains)
         self.budget = budget
         self.book: CallBook | None = None  # set by the Swarm: rows are written as calls return
