@@ -155,7 +155,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for v in views:
             done = sum(st.state == "finished" for st in v.steps)
             console.print(f"#{v.id} ({v.state}) {done}/{len(v.steps)} steps · {v.tokens} tokens"
-                          f" · ${v.cost:.4f} — {v.goal}")
+                          f" · {v.spend.show_cost()} — {v.goal}")
         return 0
     finally:
         await rt.close()

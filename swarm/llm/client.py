@@ -139,6 +139,8 @@ class _Call:
                           completion_tokens=0, cached_tokens=0, cost=0.0)
             if a.ok and response is not None:
                 _usage(row, response)
+                if row.cost is None:
+                    prices.unpriced_call(row.model, self.tier, ctx.objective_id)
             else:
                 row.error = (a.problem or "no answer")[:500]
             rows.append(row)
@@ -289,7 +291,7 @@ class LLM:
         rows = call.rows(response, reach[0])
         ctx.calls.extend(rows)
         if self.budget is not None:
-            self.budget.check_estimate(hold, sum((Usage(r.cost, r.prompt_tokens
+            self.budget.check_estimate(hold, sum((Usage(r.cost or 0.0, r.prompt_tokens
                                                         + r.completion_tokens) for r in rows),
                                                  Usage()))
         self._book(rows, hold)
@@ -316,19 +318,23 @@ class LLM:
 
 
 def _usage(row: LLMCall, response: Any) -> None:
-    """Tokens as the provider reported them; cost from litellm's cost map."""
+    """Tokens as the provider reported them; cost from litellm's cost map (with the prices
+    registered from settings), or None: unknown, never a silent 0."""
     usage = getattr(response, "usage", None)
     row.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
     row.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
     details = getattr(usage, "prompt_tokens_details", None)
     row.cached_tokens = getattr(details, "cached_tokens", 0) or 0
+    if not prices.is_priced(row.model):  # litellm may still say 0.0 (ollama): that is a guess
+        row.cost = None
+        return
     cost = (getattr(response, "_hidden_params", {}) or {}).get("response_cost")
     if cost is None:
         try:
             cost = litellm.completion_cost(completion_response=response, model=row.model)
-        except Exception:  # a model with no price in the cost map costs what we cannot know
-            cost = 0.0
-    row.cost = float(cost or 0.0)
+        except Exception:  # priced, yet litellm could not cost this answer: unknown, not 0
+            cost = None
+    row.cost = None if cost is None else float(cost)
 
 
 def _arguments(raw: str | None) -> dict[str, Any]:

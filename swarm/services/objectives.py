@@ -546,7 +546,7 @@ class Swarm:
             done = sum(st.state == StepState.FINISHED for st in view.steps)
             summary = (f"{done} of {len(view.steps)} steps finished"
                        + (f"; failed: {', '.join(st.title for st in failed)}" if failed else "")
-                       + f". {view.tokens} tokens, ${view.cost:.4f}.")
+                       + f". {view.tokens} tokens, {view.spend.show_cost()}.")
             if not move_objective(s, obj, state, summary, only_from=[ObjectiveState.RUNNING],
                                   summary=summary):
                 return
