@@ -120,3 +120,14 @@ def unpriced_call(model: str, tier: str, objective_id: int | None) -> None:
         _unpriced_calls_logged.add(model)
         log.warning("llm.unpriced_call model=%s tier=%s objective=%s cost=unknown hint=%s",
                     model, tier, objective_id, f"set its price in {SETTING}")
+
+
+def warn_tool_prefixes(models_by_tier: dict[str, tuple[str, ...]], tool_tiers: set[str]) -> None:
+    """litellm answers an `ollama/` call that offers tools by forcing JSON output and putting the
+    tools into the prompt, so a worker's answer comes back as JSON; `ollama_chat/` sends the
+    tools to Ollama's chat API, which calls them natively."""
+    for tier in sorted(tool_tiers):
+        for model in models_by_tier.get(tier, ()):
+            if model.startswith("ollama/"):
+                log.warning("llm.ollama_prefix_breaks_tools tier=%s model=%s use=%s", tier,
+                            model, "ollama_chat/" + model.removeprefix("ollama/"))

@@ -30,6 +30,7 @@ from swarm.events import (
     PlanProposed,
     StepResult,
 )
+from swarm.llm import prices
 from swarm.llm.budget import Budget, BudgetExceeded
 from swarm.llm.calls import CallBook
 from swarm.llm.client import LLM, CallContext, LLMError, Recovery
@@ -96,6 +97,8 @@ class Swarm:
         self.llm.book = self.calls
         self.memory = memory
         self.roles = roles or load_roles(settings.roles_file)
+        prices.warn_tool_prefixes({t: c.models for t, c in self.llm.chains.items()},
+                                  {r.tier for r in self.roles.values() if r.tools})
         self.tools = tools or default_tools()
         self.engine = Driver(StepServices(db, settings, self.llm, self.roles, self.tools,
                                           self.recall_texts, self.add_note, self.remember_later,
