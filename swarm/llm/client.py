@@ -175,9 +175,17 @@ class _AttemptLog(CustomLogger):
 _ATTEMPT_LOG = _AttemptLog()
 
 
+_PROVIDER_MEANINGS = {529: "overloaded"}  # Anthropic's overloaded_error, which litellm maps to 500
+
+
 def describe(exc: BaseException) -> str:
-    """An error as a short, secret-free phrase: its type and HTTP status."""
+    """An error as a short, secret-free phrase: its type and HTTP status, and the provider's own
+    status where litellm mapped it to another (e.g. "provider overloaded (529)")."""
     status = getattr(exc, "status_code", None)
+    provider = getattr(exc, "provider_status_code", None)
+    if isinstance(provider, int) and provider != status:
+        meaning = _PROVIDER_MEANINGS.get(provider, type(exc).__name__)
+        return f"provider {meaning} ({provider})"
     return f"{type(exc).__name__}" + (f" ({status})" if isinstance(status, int) else "")
 
 
