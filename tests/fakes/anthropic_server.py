@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from swarm.llm.offline import OfflineProvider
-from tests.fakes.local_server import serve_locally
+from tests.fakes.local_server import LocalServer
 
 
 def as_openai(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
@@ -45,7 +45,7 @@ def as_openai(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any
 
 
 @dataclass
-class FakeAnthropic:
+class FakeAnthropic(LocalServer):
     """Every request is recorded with the usage reported for it. `fail_with` statuses answer
     the next requests in order (529: Anthropic's overloaded_error)."""
 
@@ -54,22 +54,9 @@ class FakeAnthropic:
     fail_with: deque[int] = field(default_factory=deque)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _rehearsal: OfflineProvider = field(default_factory=OfflineProvider)
-    _runner: web.AppRunner | None = None
-    port: int = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> FakeAnthropic:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
-        self._runner, self.port = await serve_locally(app, shutdown_timeout=0.5)
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.Response:
         body = await request.json()

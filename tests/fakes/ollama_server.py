@@ -9,30 +9,17 @@ from typing import Any
 from aiohttp import web
 
 from swarm.llm.offline import OfflineProvider
-from tests.fakes.local_server import serve_locally
+from tests.fakes.local_server import LocalServer
 
 
 @dataclass
-class FakeOllama:
+class FakeOllama(LocalServer):
     received: list[dict[str, Any]] = field(default_factory=list)
     usages: list[dict[str, int]] = field(default_factory=list)
     _rehearsal: OfflineProvider = field(default_factory=OfflineProvider)
-    _runner: web.AppRunner | None = None
-    port: int = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> FakeOllama:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self._chat)
-        self._runner, self.port = await serve_locally(app, shutdown_timeout=0.5)
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
