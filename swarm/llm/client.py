@@ -139,8 +139,6 @@ class _Call:
                           completion_tokens=0, cached_tokens=0, cost=0.0)
             if a.ok and response is not None:
                 _usage(row, response)
-                if row.cost is None:
-                    prices.unpriced_call(row.model, self.tier, ctx.objective_id)
             else:
                 row.error = (a.problem or "no answer")[:500]
             rows.append(row)
@@ -201,6 +199,7 @@ class LLM:
         if _ATTEMPT_LOG not in litellm.callbacks:
             litellm.callbacks.append(_ATTEMPT_LOG)
         self.router = build_router(settings, self.chains)
+        self._unpriced_logged: set[str] = set()
         self.budget = budget
         self.book: CallBook | None = None  # set by the Swarm: rows are written as calls return
         self.on_recovery: RecoveryListener | None = None
@@ -298,6 +297,10 @@ class LLM:
             _CURRENT.reset(token)
         rows = call.rows(response, reach[0])
         ctx.calls.extend(rows)
+        for row in rows:
+            if row.ok and row.cost is None and row.model not in self._unpriced_logged:
+                self._unpriced_logged.add(row.model)  # the first call of each says so
+                prices.unpriced_call(row.model, tier, ctx.objective_id)
         if self.budget is not None:
             self.budget.check_estimate(hold, sum((Usage(r.cost or 0.0, r.prompt_tokens
                                                         + r.completion_tokens) for r in rows),

@@ -18,7 +18,6 @@ _EXAMPLE = '{"anthropic/claude-3-5-haiku-20241022": {"input": 0.8, "output": 4, 
 _USD_BUDGETS = (("THREADSWARM_OBJECTIVE_BUDGET_USD", "objective_budget_usd"),
                 ("THREADSWARM_TEAM_MONTHLY_BUDGET_USD", "team_monthly_budget_usd"))
 _registered: dict[str, ModelPrice] = {}
-_unpriced_calls_logged: set[str] = set()
 
 
 class ModelPrice(BaseModel):
@@ -51,7 +50,7 @@ def parse_prices(raw: str | None) -> dict[str, ModelPrice]:
         else:
             data = yaml.safe_load(Path(text).expanduser().read_text())
     except OSError as exc:
-        raise SettingsError(f"{SETTING} is neither JSON nor a readable YAML file ({text!r}: "
+        raise SettingsError(f"{SETTING} is neither JSON nor a readable YAML file ({text[:80]!r}: "
                             f"{exc.strerror}); give e.g. {_EXAMPLE}.") from None
     except (ValueError, yaml.YAMLError) as exc:
         raise SettingsError(f"{SETTING} could not be parsed ({type(exc).__name__}: "
@@ -115,11 +114,9 @@ def check_models(settings: Settings, models: Iterable[str]) -> list[str]:
 
 
 def unpriced_call(model: str, tier: str, objective_id: int | None) -> None:
-    """The first call to an unpriced model says so in the log (its cost is recorded unknown)."""
-    if model not in _unpriced_calls_logged:
-        _unpriced_calls_logged.add(model)
-        log.warning("llm.unpriced_call model=%s tier=%s objective=%s cost=unknown hint=%s",
-                    model, tier, objective_id, f"set its price in {SETTING}")
+    """The log line of the first call to an unpriced model (its cost is recorded as unknown)."""
+    log.warning("llm.unpriced_call model=%s tier=%s objective=%s cost=unknown hint=%s",
+                model, tier, objective_id, f"set its price in {SETTING}")
 
 
 def warn_tool_prefixes(models_by_tier: dict[str, tuple[str, ...]], tool_tiers: set[str]) -> None:
