@@ -15,7 +15,7 @@ from bot import memory_commands, serve
 from bot.console.adapter import ConsoleAdapter
 from bot.console.render import spend_table, spend_text, status_table
 from bot.runtime import Runtime, configure_logging
-from swarm.config import Settings
+from swarm.config import Settings, SettingsError
 from swarm.llm.budget import Ceiling, objective_key, team_key
 from swarm.llm.faults import DEMO_FAULTS, FaultPlan, FaultSpecError
 from swarm.states import ObjectiveState
@@ -156,7 +156,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for v in views:
             done = sum(st.state == "finished" for st in v.steps)
             console.print(f"#{v.id} ({v.state}) {done}/{len(v.steps)} steps · {v.tokens} tokens"
-                          f" · ${v.cost:.4f} — {v.goal}")
+                          f" · {v.spend.show_cost()} — {v.goal}")
         return 0
     finally:
         await rt.close()
@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> None:
         func = _with_memory
     try:
         sys.exit(asyncio.run(func(args, Settings())))
+    except SettingsError as exc:  # a setting that cannot work: say which, and what to set
+        console.print(str(exc), style="red", markup=False)
+        sys.exit(2)
     except KeyboardInterrupt:
         console.print("\nStopped. Nothing is lost: `threadswarm resume` continues.")
         sys.exit(130)

@@ -74,7 +74,7 @@ def _objective(inv: Invocation) -> ObjectiveView | CommandReply:
 def _line(view: ObjectiveView) -> str:
     done = sum(st.state == "finished" for st in view.steps)
     return (f"#{view.id} {view.state} · {done}/{len(view.steps)} steps · {view.tokens} tokens · "
-            f"${view.cost:.4f} — {view.goal}")
+            f"{view.spend.show_cost()} — {view.goal}")
 
 
 @command("help", "help", "this list")

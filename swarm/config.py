@@ -9,6 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 OFFLINE_MODEL = "offline/rehearsal"
 
 
+class SettingsError(ValueError):
+    """A setting that cannot work as given; the message names it and says what to set."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="THREADSWARM_", env_file=".env", extra="ignore", populate_by_name=True,
@@ -34,7 +38,12 @@ class Settings(BaseSettings):
     planner_fallbacks: list[str] | None = None
     worker_fallbacks: list[str] | None = None
     fast_fallbacks: list[str] | None = None
-    model_api_bases: dict[str, str] = {}  # model -> OpenAI-compatible base URL
+    model_api_bases: dict[str, str] = {}  # model -> the provider's base URL (litellm api_base)
+    # USD per million tokens, model -> {input, output, cached}: JSON, or the path of a YAML file.
+    # Registered with litellm, over its built-in price list (swarm.llm.prices).
+    model_prices: str | None = None
+    # Run a USD budget although a model has no price: only its token ceiling can then hold.
+    allow_unpriced: bool = False
     llm_retries: int = 2  # per model, on 429 (after Retry-After), 5xx, timeouts, lost connections
     llm_allowed_fails: int = 3  # failures within llm_cooldown_s before a model is skipped
     llm_cooldown_s: float = 30.0

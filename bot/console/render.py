@@ -42,14 +42,14 @@ def status_table(view: ObjectiveView, ceiling: Ceiling | None = None) -> Table:
 def _step_row(table: Table, st: StepView) -> None:
     elapsed = f"{st.elapsed_s:.1f}s" if st.elapsed_s is not None else ""
     table.add_row(STATE_MARK.get(st.state, " "), st.key, st.role, st.title, st.state,
-                  str(st.attempts), elapsed, f"{st.spend.tokens:,}", f"${st.spend.cost:.4f}")
+                  str(st.attempts), elapsed, f"{st.spend.tokens:,}", st.spend.show_cost())
 
 
 def spend_text(spend: Spend) -> str:
     failed = f", {spend.failed} failed" if spend.failed else ""
     return (f"{spend.tokens:,} tokens ({spend.prompt_tokens:,} prompt, "
             f"{spend.cached_tokens:,} cached, {spend.completion_tokens:,} completion) · "
-            f"${spend.cost:.4f} · {spend.calls} calls{failed}")
+            f"{spend.show_cost()} · {spend.calls} calls{failed}")
 
 
 def spend_table(days: list[TeamDay], budgets: dict[str, tuple[Spend, Ceiling]]) -> Table:
@@ -60,13 +60,13 @@ def spend_table(days: list[TeamDay], budgets: dict[str, tuple[Spend, Ceiling]]) 
     for d in days:
         s = d.spend
         table.add_row(d.day, d.team_id, str(s.calls), str(s.failed), f"{s.prompt_tokens:,}",
-                      f"{s.cached_tokens:,}", f"{s.completion_tokens:,}", f"${s.cost:.4f}")
+                      f"{s.cached_tokens:,}", f"{s.completion_tokens:,}", s.show_cost())
     for team, (month, ceiling) in budgets.items():
         table.add_section()
         table.add_row("this month", team, str(month.calls), str(month.failed),
                       f"{month.prompt_tokens:,}", f"{month.cached_tokens:,}",
                       f"{month.completion_tokens:,}",
-                      f"${month.cost:.4f}" + ("" if ceiling.unlimited else
+                      month.show_cost() + ("" if ceiling.unlimited else
                                               f" of {ceiling.show()}"))
     return table
 
@@ -91,4 +91,5 @@ def progress_line(view: ObjectiveView) -> Text:
     bar = "".join("■" if st.state == "finished" else "▶" if st.state == "running" else "□"
                   for st in view.steps)
     return Text(f"  {bar} {done}/{len(view.steps)} done · {running} running · "
-                f"{view.tokens} tokens · ${view.cost:.4f} · {view.elapsed_s:.1f}s", style="dim")
+                f"{view.tokens} tokens · {view.spend.show_cost()} · {view.elapsed_s:.1f}s",
+                style="dim")

@@ -15,7 +15,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from pydantic import BaseModel, ValidationError
 
 from swarm.config import Settings
-from swarm.llm import offline
+from swarm.llm import offline, prices
 from swarm.llm.budget import Budget, Hold, Usage
 from swarm.llm.faults import FaultInjector, FaultPlan
 from swarm.llm.router import Chain, build_router, chains
@@ -173,9 +173,17 @@ class _AttemptLog(CustomLogger):
 _ATTEMPT_LOG = _AttemptLog()
 
 
+_PROVIDER_MEANINGS = {529: "overloaded"}  # Anthropic's overloaded_error, which litellm maps to 500
+
+
 def describe(exc: BaseException) -> str:
-    """An error as a short, secret-free phrase: its type and HTTP status."""
+    """An error as a short, secret-free phrase: its type and HTTP status, and the provider's own
+    status where litellm mapped it to another (e.g. "provider overloaded (529)")."""
     status = getattr(exc, "status_code", None)
+    provider = getattr(exc, "provider_status_code", None)
+    if isinstance(provider, int) and provider != status:
+        meaning = _PROVIDER_MEANINGS.get(provider, type(exc).__name__)
+        return f"provider {meaning} ({provider})"
     return f"{type(exc).__name__}" + (f" ({status})" if isinstance(status, int) else "")
 
 
@@ -185,10 +193,13 @@ class LLM:
         faults = (FaultInjector(FaultPlan.parse(settings.offline_faults),
                                 settings.offline_fault_seed) if settings.offline_faults else None)
         offline.register(settings.offline_latency_ms / 1000, faults)
+        self.chains: dict[str, Chain] = chains(settings)
+        self.unpriced = prices.check_models(  # raises SettingsError: a USD budget it cannot hold
+            settings, (m for c in self.chains.values() for m in c.models))
         if _ATTEMPT_LOG not in litellm.callbacks:
             litellm.callbacks.append(_ATTEMPT_LOG)
-        self.chains: dict[str, Chain] = chains(settings)
         self.router = build_router(settings, self.chains)
+        self._unpriced_logged: set[str] = set()
         self.budget = budget
         self.book: CallBook | None = None  # set by the Swarm: rows are written as calls return
         self.on_recovery: RecoveryListener | None = None
@@ -286,8 +297,12 @@ class LLM:
             _CURRENT.reset(token)
         rows = call.rows(response, reach[0])
         ctx.calls.extend(rows)
+        for row in rows:
+            if row.ok and row.cost is None and row.model not in self._unpriced_logged:
+                self._unpriced_logged.add(row.model)  # the first call of each says so
+                prices.unpriced_call(row.model, tier, ctx.objective_id)
         if self.budget is not None:
-            self.budget.check_estimate(hold, sum((Usage(r.cost, r.prompt_tokens
+            self.budget.check_estimate(hold, sum((Usage(r.cost or 0.0, r.prompt_tokens
                                                         + r.completion_tokens) for r in rows),
                                                  Usage()))
         self._book(rows, hold)
@@ -314,19 +329,23 @@ class LLM:
 
 
 def _usage(row: LLMCall, response: Any) -> None:
-    """Tokens as the provider reported them; cost from litellm's cost map."""
+    """Tokens as the provider reported them; cost from litellm's cost map (with the prices
+    registered from settings), or None: unknown, never a silent 0."""
     usage = getattr(response, "usage", None)
     row.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
     row.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
     details = getattr(usage, "prompt_tokens_details", None)
     row.cached_tokens = getattr(details, "cached_tokens", 0) or 0
+    if not prices.is_priced(row.model):  # litellm may still say 0.0 (ollama): that is a guess
+        row.cost = None
+        return
     cost = (getattr(response, "_hidden_params", {}) or {}).get("response_cost")
     if cost is None:
         try:
             cost = litellm.completion_cost(completion_response=response, model=row.model)
-        except Exception:  # a model with no price in the cost map costs what we cannot know
-            cost = 0.0
-    row.cost = float(cost or 0.0)
+        except Exception:  # priced, yet litellm could not cost this answer: unknown, not 0
+            cost = None
+    row.cost = None if cost is None else float(cost)
 
 
 def _arguments(raw: str | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from swarm.events import (
     PlanProposed,
     StepResult,
 )
+from swarm.llm import prices
 from swarm.llm.budget import Budget, BudgetExceeded
 from swarm.llm.calls import CallBook
 from swarm.llm.client import LLM, CallContext, LLMError, Recovery
@@ -96,6 +97,8 @@ class Swarm:
         self.llm.book = self.calls
         self.memory = memory
         self.roles = roles or load_roles(settings.roles_file)
+        prices.warn_tool_prefixes({t: c.models for t, c in self.llm.chains.items()},
+                                  {r.tier for r in self.roles.values() if r.tools})
         self.tools = tools or default_tools()
         self.engine = Driver(StepServices(db, settings, self.llm, self.roles, self.tools,
                                           self.recall_texts, self.add_note, self.remember_later,
@@ -547,7 +550,7 @@ class Swarm:
             done = sum(st.state == StepState.FINISHED for st in view.steps)
             summary = (f"{done} of {len(view.steps)} steps finished"
                        + (f"; failed: {', '.join(st.title for st in failed)}" if failed else "")
-                       + f". {view.tokens} tokens, ${view.cost:.4f}.")
+                       + f". {view.tokens} tokens, {view.spend.show_cost()}.")
             if not move_objective(s, obj, state, summary, only_from=[ObjectiveState.RUNNING],
                                   summary=summary):
                 return

@@ -18,11 +18,21 @@ class Spend:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    cost: float = 0.0
+    cost: float = 0.0  # of the priced calls only
+    unpriced: int = 0  # answered calls of a model with no price: their cost is unknown
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def show_cost(self) -> str:
+        """The cost, never a silent $0.00: unknown, or a lower bound, when calls were unpriced."""
+        if not self.unpriced:
+            return f"${self.cost:.4f}"
+        calls = f"{self.unpriced} call{'s' if self.unpriced != 1 else ''} unpriced"
+        if self.calls - self.failed - self.unpriced <= 0 and not self.cost:
+            return f"unknown ({calls})"
+        return f"≥ ${self.cost:.4f} ({calls})"
 
 
 _COLUMNS = (func.count(LLMCall.id),
@@ -30,12 +40,16 @@ _COLUMNS = (func.count(LLMCall.id),
             func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
             func.coalesce(func.sum(LLMCall.completion_tokens), 0),
             func.coalesce(func.sum(LLMCall.cached_tokens), 0),
-            func.coalesce(func.sum(LLMCall.cost), 0.0))
+            func.coalesce(func.sum(LLMCall.cost), 0.0),
+            func.coalesce(func.sum(case((LLMCall.cost.is_(None), 1), else_=0)), 0))
+_FIELDS = ("calls", "failed", "prompt_tokens", "completion_tokens", "cached_tokens", "cost",
+           "unpriced")
 
 
 def _spend(row: Any) -> Spend:
-    calls, failed, prompt, completion, cached, cost = row
-    return Spend(int(calls), int(failed), int(prompt), int(completion), int(cached), float(cost))
+    calls, failed, prompt, completion, cached, cost, unpriced = row
+    return Spend(int(calls), int(failed), int(prompt), int(completion), int(cached), float(cost),
+                 int(unpriced))
 
 
 def _one(s: Session, query: Select[Any]) -> Spend:
@@ -56,8 +70,7 @@ def step_spend(s: Session, objective_id: int, *,
     if with_totals:
         parts = list(by_step.values())
         by_step = {k: v for k, v in by_step.items() if k is not None}
-        by_step[None] = Spend(*(sum(getattr(p, f) for p in parts) for f in (
-            "calls", "failed", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")))
+        by_step[None] = Spend(*(sum(getattr(p, f) for p in parts) for f in _FIELDS))
     else:
         by_step.pop(None, None)
     return by_step
