@@ -135,7 +135,7 @@ def progress(view: ObjectiveView) -> SlackMessage:
     head = (f"{STATE_MARK.get(view.state, '')} *Objective #{view.id}* — "
             f"{escape(_clip(view.goal, 300))}")
     spend = (f"{view.state.replace('_', ' ')} · {done}/{len(view.steps)} steps done · "
-             f"{view.tokens:,} tokens · ${view.cost:.4f} · {_seconds(view.elapsed_s)}")
+             f"{view.tokens:,} tokens · {view.spend.show_cost()} · {_seconds(view.elapsed_s)}")
     checklist = "\n".join(_step_line(st) for st in view.steps) or "_no steps yet_"
     return SlackMessage(f"Objective #{view.id}: {done}/{len(view.steps)} steps done",
                         [section(head), section(checklist), context(spend)])
