@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,13 +199,15 @@ class Driver:
 
     async def _watch(self, objective_id: int, drive: _Drive) -> None:
         poll = min(self.swarm.settings.lease_s / 3, 2.0)
-        try:
-            await asyncio.wait_for(drive.wake.wait(), poll)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancel is never swallowed
+            async with asyncio.timeout(poll):
+                await drive.wake.wait()
         drive.wake.clear()
-        with self.swarm.db.core(wake=False) as c:  # the reload below sees what changed
-            leases.take_over(c, [objective_id])
+        with self.swarm.db.read() as s:  # a plain read first: the write lock only when due
+            due, _ = leases.lapsed(s, [objective_id])
+        if due:
+            with self.swarm.db.core(wake=False) as c:  # the reload below sees what changed
+                leases.take_over(c, [objective_id])
         drive.reload = True
 
     async def _run(self, objective_id: int, step_id: int, drive: _Drive) -> None:

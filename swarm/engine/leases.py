@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy.orm import Session
 
 from swarm.states import RunState, StepState
 from swarm.store.models import Step, StepRun, table, utcnow
@@ -69,9 +70,9 @@ def renew(c: Connection, claims: dict[int, str], until: datetime) -> set[int]:
     return {sid for (sid,) in rows}
 
 
-def take_over(c: Connection, objective_ids: list[int] | None = None) -> list[int]:
-    """Put running steps whose lease expired (or whose owner is gone) back to ready, their
-    runs abandoned; returns their ids. Steps leased by a live process are left alone."""
+def lapsed(c: Connection | Session, objective_ids: list[int] | None = None
+           ) -> tuple[list[int], set[str]]:
+    """The running steps whose lease lapsed or whose owner is gone, and those gone owners."""
     now = utcnow()
     query = select(_steps.c.id, _steps.c.lease_owner, _steps.c.lease_expires_at).where(
         _steps.c.state == StepState.RUNNING)
@@ -79,8 +80,15 @@ def take_over(c: Connection, objective_ids: list[int] | None = None) -> list[int
         query = query.where(_steps.c.objective_id.in_(objective_ids))
     rows = list(c.execute(query))
     gone = {owner for _, owner, _ in rows if owner is not None and _gone(owner)}
-    due = [sid for sid, owner, until in rows
-           if owner is None or until is None or until < now or owner in gone]
+    return [sid for sid, owner, until in rows
+            if owner is None or until is None or until < now or owner in gone], gone
+
+
+def take_over(c: Connection, objective_ids: list[int] | None = None) -> list[int]:
+    """Put running steps whose lease expired (or whose owner is gone) back to ready, their
+    runs abandoned; returns their ids. Steps leased by a live process are left alone."""
+    now = utcnow()
+    due, gone = lapsed(c, objective_ids)
     if not due:
         return []
     # checked again in the UPDATE: a heartbeat may have renewed a lease since the SELECT
