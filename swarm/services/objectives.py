@@ -333,7 +333,8 @@ class Swarm:
             step = s.get(Step, approval.step_id)
             assert step is not None
             if approve and approval.binding not in (None, binding(step.role, step.instructions)):
-                raise _Refused("This step changed since it was shown; it asks again.")
+                raise _Refused("This step's instructions changed after this approval was asked: "
+                               "it was not approved.")
             ok = move_step(s, step, StepState.READY, only_from=[StepState.AWAITING_APPROVAL]) \
                 if approve else move_step(s, step, StepState.SKIPPED,
                                           only_from=[StepState.AWAITING_APPROVAL],
