@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from swarm.redact import redact
 from swarm.services.objectives import Swarm
 from swarm.store.views import ObjectiveView
 
@@ -51,8 +52,11 @@ async def handle(swarm: Swarm, user: str, team_id: str, text: str) -> CommandRep
         return _help_text()
     found = COMMANDS.get(words[0].lower())
     if found is None:
-        return CommandReply(f"I don't know `{words[0]}`.\n{_help_text().text}")
-    return await found.run(Invocation(swarm, user, team_id, words[1:]))
+        reply = CommandReply(f"I don't know `{words[0]}`.\n{_help_text().text}")
+    else:
+        reply = await found.run(Invocation(swarm, user, team_id, words[1:]))
+    # a reply may echo what was typed: it is redacted like every other message
+    return CommandReply(redact(reply.text), reply.ephemeral)
 
 
 def _help_text() -> CommandReply:

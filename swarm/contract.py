@@ -35,5 +35,14 @@ class Decision:
     message: str
 
 
+# Ids are 64-bit in both databases: a larger number, typed by a user or carried in a payload,
+# names nothing (and must not reach a query, where it would overflow).
+MAX_ID = 2**63 - 1
+
+
+def valid_id(value: int) -> bool:
+    return 0 < value <= MAX_ID
+
+
 class UserError(ValueError):
     """Something a user asked that cannot be done; the message says why, for the thread."""

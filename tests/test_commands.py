@@ -77,3 +77,18 @@ async def test_a_new_subcommand_is_one_decorated_function(swarm: Swarm,
 
     assert (await handle(swarm, "U0ALICE", TEAM, "ping a b")).text == "pong for U0ALICE (a b)"
     assert "`ping` — check that I am here" in (await handle(swarm, "U0ALICE", TEAM, "help")).text
+
+
+async def test_ids_past_64_bits_name_nothing_and_break_nothing(swarm: Swarm) -> None:
+    huge = "123456789012345678901234567890"
+    reply = await handle(swarm, "U0ALICE", TEAM, f"status {huge}")
+    assert reply.text == f"There is no objective #{huge} here (`list` shows this team's)."
+    assert (await handle(swarm, "U0ALICE", TEAM, f"cancel {huge}")).text == reply.text
+    decided = await swarm.decide(int(huge), "U0ALICE", True)  # e.g. from a forged action_id
+    assert not decided.ok and decided.message == f"There is no approval #{huge}."
+    assert not (await swarm.cancel(2**64, "U0ALICE")).ok
+
+
+async def test_a_reply_that_echoes_what_was_typed_is_redacted(swarm: Swarm) -> None:
+    reply = await handle(swarm, "U0ALICE", TEAM, "xoxb-1234567890-abcdefghijkl please")
+    assert "xoxb-1234567890-abcdefghijkl" not in reply.text and "[redacted]" in reply.text

@@ -14,7 +14,7 @@ from swarm.agents.planner import PlanError, PlanSpec, make_plan
 from swarm.agents.roles import Role, binding, load_roles, needs_approval
 from swarm.agents.tools import ToolRegistry, default_tools
 from swarm.config import Settings
-from swarm.contract import Decision, Started, ThreadRef, UserError
+from swarm.contract import Decision, Started, ThreadRef, UserError, valid_id
 from swarm.engine import leases
 from swarm.engine.attempt import StepServices
 from swarm.engine.driver import Driver, Executor
@@ -285,7 +285,7 @@ class Swarm:
     def _decide(self, approval_id: int, user: str, approve: bool,
                 reason: str | None) -> Decision:
         with self.db.tx() as s:
-            approval = s.get(Approval, approval_id)
+            approval = s.get(Approval, approval_id) if valid_id(approval_id) else None
             if approval is None:
                 return Decision(False, f"There is no approval #{approval_id}.")
             obj = s.get(Objective, approval.objective_id)
@@ -403,7 +403,7 @@ class Swarm:
 
     def _cancel(self, objective_id: int, user: str) -> Decision:
         with self.db.tx() as s:
-            obj = s.get(Objective, objective_id)
+            obj = s.get(Objective, objective_id) if valid_id(objective_id) else None
             if obj is None:
                 return Decision(False, f"There is no objective #{objective_id}.")
             if not self.may_approve(obj, user):
@@ -434,7 +434,7 @@ class Swarm:
         want = ObjectiveState.RUNNING if to == ObjectiveState.PAUSED else ObjectiveState.PAUSED
         verb = "Paused" if to == ObjectiveState.PAUSED else "Resumed"
         with self.db.tx() as s:
-            obj = s.get(Objective, objective_id)
+            obj = s.get(Objective, objective_id) if valid_id(objective_id) else None
             if obj is None:
                 return Decision(False, f"There is no objective #{objective_id}.")
             if not self.may_approve(obj, user):
@@ -585,6 +585,8 @@ class Swarm:
 
     # -- reading -----------------------------------------------------------------------------
     def view(self, objective_id: int) -> ObjectiveView | None:
+        if not valid_id(objective_id):
+            return None
         with self.db.read() as s:
             obj = s.get(Objective, objective_id)
             return objective_view(s, obj) if obj else None
