@@ -13,7 +13,6 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -405,21 +404,20 @@ class StepRunner:
         return await self._write(lambda: self._finish_tx(requests), "step.finish")
 
     def _finish_tx(self, requests: list[_Accepted]) -> list[StepState | Exception]:
-        now = utcnow()
-        out: list[StepState | Exception] = []
-        events: list[tuple[ThreadRef, StepFinished]] = []
         calls = self.swarm.calls.take()  # the critics' calls, written with their verdicts
         try:
-            out = self._finish_in(requests, calls, now, events)
+            out = self._finish_in(requests, calls)
         except BaseException:
             self.swarm.calls.give_back(calls)
             raise
         self.swarm.calls.settle(calls)
         return out
 
-    def _finish_in(self, requests: list[_Accepted], calls: list[Taken], now: datetime,
-                   events: list[tuple[ThreadRef, StepFinished]]) -> list[StepState | Exception]:
+    def _finish_in(self, requests: list[_Accepted],
+                   calls: list[Taken]) -> list[StepState | Exception]:
+        now = utcnow()
         out: list[StepState | Exception] = []
+        events: list[tuple[ThreadRef, StepFinished]] = []
         with self.swarm.db.core() as c:
             CallBook.insert(c, calls)
             for claim, output, critique in requests:

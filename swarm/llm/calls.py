@@ -36,9 +36,6 @@ class CallBook:
     def submit(self, rows: list[LLMCall], hold: Hold | None) -> None:
         self._turn.submit((rows, hold))
 
-    async def __call__(self, rows: list[LLMCall], hold: Hold | None) -> None:
-        await self._turn((rows, hold))
-
     def take(self) -> list[Taken]:
         """The calls that returned and are not written yet, for a transaction about to commit
         anyway (a step's finish writes its critic call with it: one commit, not two). Write

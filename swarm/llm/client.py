@@ -64,12 +64,10 @@ class CallContext:
     calls: list[LLMCall] = field(default_factory=list)
 
 
-class CallBook(Protocol):
+class Books(Protocol):
     """Writes a call's rows, then releases its budget hold (swarm.llm.calls.CallBook)."""
 
     def submit(self, rows: list[LLMCall], hold: Hold | None) -> None: ...
-
-    async def __call__(self, rows: list[LLMCall], hold: Hold | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -201,7 +199,7 @@ class LLM:
         self.router = build_router(settings, self.chains)
         self._unpriced_logged: set[str] = set()
         self.budget = budget
-        self.book: CallBook | None = None  # set by the Swarm: rows are written as calls return
+        self.book: Books | None = None  # set by the Swarm: rows are written as calls return
         self.on_recovery: RecoveryListener | None = None
 
     def model_for(self, tier: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
@@ -276,9 +277,14 @@ class Swarm:
                      reason: str | None = None) -> Decision:
         """Approve or reject. Of two racing decisions (two clicks, two processes) exactly one is
         recorded; the other is told who decided first."""
+        return await self._decision(partial(self._decide, approval_id, user, approve, reason),
+                                    "approval.decide")
+
+    async def _decision(self, write: Callable[[], Decision], what: str) -> Decision:
+        """One human decision's transaction, retried past brief database errors; one that lost
+        a race (or no longer applies) rolled back and says why."""
         try:
-            return await self.db.retrying(
-                lambda: self._decide(approval_id, user, approve, reason), "approval.decide")
+            return await self.db.retrying(write, what)
         except _Refused as refused:
             return Decision(False, refused.message)
 
@@ -395,11 +401,8 @@ class Swarm:
         return oid
 
     async def cancel(self, objective_id: int, user: str) -> Decision:
-        try:
-            return await self.db.retrying(lambda: self._cancel(objective_id, user),
-                                          "objective.cancel")
-        except _Refused as refused:
-            return Decision(False, refused.message)
+        return await self._decision(partial(self._cancel, objective_id, user),
+                                    "objective.cancel")
 
     def _cancel(self, objective_id: int, user: str) -> Decision:
         with self.db.tx() as s:
@@ -424,11 +427,8 @@ class Swarm:
 
     async def _pause_or_resume(self, objective_id: int, user: str,
                                to: ObjectiveState) -> Decision:
-        try:
-            return await self.db.retrying(lambda: self._move(objective_id, user, to),
-                                          f"objective.{to}")
-        except _Refused as refused:
-            return Decision(False, refused.message)
+        return await self._decision(partial(self._move, objective_id, user, to),
+                                    f"objective.{to}")
 
     def _move(self, objective_id: int, user: str, to: ObjectiveState) -> Decision:
         want = ObjectiveState.RUNNING if to == ObjectiveState.PAUSED else ObjectiveState.PAUSED

@@ -69,9 +69,8 @@ class Database:
     def __init__(self, engine: Engine, *, retries: int = 5, retry_base_s: float = 0.05) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
-        self._writes = sessionmaker(engine.execution_options(**{_WRITE: True}),
-                                    expire_on_commit=False)
         self._writer = engine.execution_options(**{_WRITE: True})
+        self._writes = sessionmaker(self._writer, expire_on_commit=False)
         self.retries, self.retry_base_s = retries, retry_base_s
         self._after_commit: list[Callable[[], None]] = []
         self._hot = threading.local()  # core()'s connection, one per thread, kept
