@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["orchestration.py", "startup.py", "memory.py", "ack.py"]  # the last two if present
+SCRIPTS = ["orchestration.py", "llm_cpu.py", "startup.py", "memory.py", "ack.py"]
 
 
 def run(script: Path, quick: bool) -> tuple[str, int]:

@@ -9,7 +9,7 @@ import pytest
 
 from swarm.agents.critic import CriticVerdict
 from swarm.config import Settings
-from swarm.llm.client import LLM, CallContext, StructuredOutputError
+from swarm.llm.client import LLM, CallContext, LLMError, StructuredOutputError
 from tests.conftest import make_settings
 from tests.fakes.openai_server import FakeOpenAI, invalid_json, ok, rate_limited, server_error, slow
 
@@ -80,6 +80,30 @@ async def test_a_call_that_times_out_is_retried(
     assert time.monotonic() - started < 2.0  # the slow answer was not waited for
     assert len(openai_server.requests()) == 2
     assert [(c.ok, c.error) for c in ctx.calls] == [(False, "Timeout (408)"), (True, None)]
+
+
+async def test_a_model_with_no_fallback_is_retried_then_fails_with_a_clear_error(
+        tmp_path: Path, openai_server: FakeOpenAI, llms: list[LLM]) -> None:
+    # a tier of one model goes to litellm without the Router: the same retries must hold
+    llm = make_llm(llms, fake_settings(tmp_path, openai_server, llm_retries=2))
+    openai_server.script("gpt-4o-mini", server_error(), server_error(), server_error())
+    ctx = CallContext(objective_id=1)
+    with pytest.raises(LLMError, match=r"worker model \(openai/gpt-4o-mini\) failed: "
+                                       r"InternalServerError \(500\)"):
+        await llm.complete("worker", ASK, ctx)
+    assert [r.status for r in openai_server.requests()] == [500, 500, 500]
+    assert [(c.ok, c.error) for c in ctx.calls] == [(False, "InternalServerError (500)")] * 3
+
+
+async def test_a_request_the_provider_refuses_as_wrong_is_not_retried(
+        tmp_path: Path, openai_server: FakeOpenAI, llms: list[LLM]) -> None:
+    llm = make_llm(llms, fake_settings(tmp_path, openai_server))
+    openai_server.script("gpt-4o-mini", server_error(400))
+    ctx = CallContext(objective_id=1)
+    with pytest.raises(LLMError, match=r"BadRequestError \(400\)"):
+        await llm.complete("worker", ASK, ctx)
+    assert len(openai_server.requests()) == 1  # the same request would fail the same way
+    assert [c.ok for c in ctx.calls] == [False]
 
 
 async def test_a_model_that_keeps_failing_is_skipped_for_its_cooldown(

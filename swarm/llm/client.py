@@ -1,8 +1,10 @@
 """The LLM layer: every model call goes through litellm, with tokens and cost recorded."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
@@ -11,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
 
 import litellm
+import openai
 from litellm.integrations.custom_logger import CustomLogger
 from pydantic import BaseModel, ValidationError
 
@@ -275,10 +278,13 @@ class LLM:
         if response_format is not None:
             kwargs["response_format"] = response_format
         call = _Call(tier, ctx, self._notify)
-        token = _CURRENT.set(call)
+        token = _CURRENT.set(call if len(reach) > 1 else None)
         try:
-            response = await self.router.acompletion(model=group, messages=cast(Any, messages),
-                                                     **kwargs)
+            if len(reach) > 1:  # a fallback to walk: the Router's job, its hooks record attempts
+                response = await self.router.acompletion(model=group, messages=cast(Any, messages),
+                                                         **kwargs)
+            else:
+                response = await self._direct(reach[0], messages, kwargs, call)
         except BaseException as exc:  # a provider error after the Router's retries and
             if not isinstance(exc, Exception):  # fallbacks, or the step being cancelled
                 call.failed(exc)
@@ -310,6 +316,30 @@ class LLM:
         return Completion(content=msg.content or "", tool_calls=calls,
                           message=msg.model_dump(exclude_none=True))
 
+    async def _direct(self, model: str, messages: list[dict[str, Any]], kwargs: dict[str, Any],
+                      call: _Call) -> Any:
+        """A model with nothing to fall back to, called without the Router (which costs about
+        as much CPU again as litellm's own call: bench/llm_cpu.py), retried as the Router
+        would: after Retry-After on 429, with backoff on 5xx, timeouts and lost connections,
+        never on a request the provider refused as wrong."""
+        params: dict[str, Any] = {"model": model, "timeout": self.settings.llm_timeout_s,
+                                  "max_retries": 0, "num_retries": 0, **kwargs}
+        if base := self.settings.model_api_bases.get(model):
+            params["api_base"] = base
+        for attempt in range(self.settings.llm_retries + 1):
+            call.start(model)
+            try:
+                response = await litellm.acompletion(messages=cast(Any, messages), **params)
+            except Exception as exc:
+                call.failed(exc)
+                if attempt == self.settings.llm_retries or not retryable(exc):
+                    raise
+                await asyncio.sleep(retry_delay(exc, attempt))
+                continue
+            call.succeeded()
+            return response
+        raise AssertionError("unreachable")
+
     def _book(self, rows: list[LLMCall], hold: Hold | None) -> None:
         if self.book is not None:
             self.book.submit(rows, hold)
@@ -324,6 +354,30 @@ class LLM:
                 self.on_recovery(ctx, recovery)
             except Exception:  # showing a retry must never break the call
                 log.exception("llm.recovery_listener_failed")
+
+
+# What the Router's retry policy (swarm.llm.router) does not retry: the same request would fail
+# the same way. ContextWindowExceeded and ContentPolicyViolation are BadRequestErrors.
+_FINAL = (litellm.BadRequestError, litellm.AuthenticationError, litellm.NotFoundError,
+          litellm.PermissionDeniedError, litellm.UnprocessableEntityError)
+_MAX_RETRY_AFTER_S = 60.0
+
+
+def retryable(exc: BaseException) -> bool:
+    return isinstance(exc, openai.APIError) and not isinstance(exc, _FINAL)
+
+
+def retry_delay(exc: BaseException, attempt: int) -> float:
+    """Retry-After when the provider sent one (seconds, capped), else 0.5 s doubling, jittered."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or \
+        getattr(exc, "litellm_response_headers", None) or {}
+    try:
+        asked = float(headers.get("retry-after") or headers.get("Retry-After") or "")
+    except (TypeError, ValueError):
+        asked = -1.0
+    if 0 <= asked <= _MAX_RETRY_AFTER_S:
+        return asked
+    return min(8.0, 0.5 * 2 ** attempt) * random.uniform(0.75, 1.0)
 
 
 def _usage(row: LLMCall, response: Any) -> None:
