@@ -220,7 +220,7 @@ class LLM:
     async def complete(self, tier: str, messages: list[dict[str, Any]], ctx: CallContext, *,
                        tools: list[dict[str, Any]] | None = None,
                        response_format: type[BaseModel] | None = None) -> Completion:
-        """One call to the tier's model group; the Router retries and falls back."""
+        """One call to the tier's model group, retried, and walked to its fallbacks if any."""
         return await self._call(tier, self.chains[tier].groups[0], messages, ctx, tools=tools,
                                 response_format=response_format)
 

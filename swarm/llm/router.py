@@ -7,6 +7,7 @@ call to `worker` walks the whole chain, and a call to `worker#1` starts at the s
 Every group retries its model on 429 (after Retry-After), 5xx, timeouts and lost connections,
 with litellm's exponential backoff. A model that keeps failing is skipped for a cool-down, but
 only where there is a next model to go to: the last model of a chain is always tried.
+A call that can reach one model only skips the Router (swarm.llm.client.LLM._direct).
 """
 from __future__ import annotations
 
