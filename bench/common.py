@@ -140,6 +140,36 @@ def pg_schema(url: str = PG_URL) -> Iterator[str]:
         admin.dispose()
 
 
+# -- a model over HTTP ----------------------------------------------------------------------------
+MODEL_SERVER = """
+import asyncio
+from tests.fakes.openai_server import FakeOpenAI
+async def main():
+    server = await FakeOpenAI(latency_marker=True).start()
+    print(server.port, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def model_server() -> Iterator[str]:
+    """The tests' OpenAI-compatible server (`[latency:N]` in a prompt: answered after N ms) in
+    a process of its own, so a client's CPU is measured without the server's; yields its
+    base URL (".../v1")."""
+    import subprocess
+
+    os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-secret")
+    proc = subprocess.Popen([sys.executable, "-c", MODEL_SERVER], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        yield f"http://127.0.0.1:{proc.stdout.readline().strip()}/v1"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # -- Markdown -------------------------------------------------------------------------------------
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(c) for c in row] for row in rows]

@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import os
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from common import fmt, median, table, verdict
+from common import fmt, median, model_server, table, verdict
 from orchestration import _step_messages
 
 from swarm.agents.critic import CriticVerdict
@@ -31,26 +29,6 @@ from swarm.config import Settings
 from swarm.llm.client import LLM, CallContext
 
 MODEL = "openai/gpt-4o-mini"
-SERVER = """
-import asyncio, sys
-from tests.fakes.openai_server import FakeOpenAI
-async def main():
-    server = await FakeOpenAI().start()
-    print(server.port, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
-
-
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", SERVER], cwd=root, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(root)})
-    assert proc.stdout is not None
-    port = proc.stdout.readline().strip()
-    return proc, f"http://127.0.0.1:{port}/v1"
-
-
 Step = Callable[[], Awaitable[None]]
 
 
@@ -142,12 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     steps = args.steps or (30 if args.quick else 150)
     rounds = args.rounds or (3 if args.quick else 7)
-    proc, base = start_server()
-    try:
-        os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-secret")
+    with model_server() as base:
         out = asyncio.run(measure(base, steps, rounds, args.profile))
-    finally:
-        proc.kill()
     print(report(out, steps, rounds))
 
 

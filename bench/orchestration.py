@@ -64,6 +64,7 @@ from swarm.store.models import LLMCall, Objective, Step, ThreadRef
 
 ROLES = ("researcher", "analyst", "writer", "security_reviewer")  # none of them risky
 RUN_TIMEOUT_S = 900.0
+HTTP_MODEL = "openai/gpt-4o-mini"
 T = TypeVar("T", bound=BaseModel)
 TAIL_S = 0.05
 
@@ -214,8 +215,12 @@ def _check(swarm: Swarm, ids: list[int], steps: int) -> None:
 
 
 async def run_threadswarm(shape: Shape, n: int, url: str, data_dir: Path, samples: list[Sample],
-                          model: str = "litellm") -> None:
+                          model: str = "litellm", api_base: str | None = None) -> None:
+    """`api_base`: the model is HTTP_MODEL at that OpenAI-compatible URL, not offline."""
     settings = settings_for(url, data_dir)
+    if api_base is not None:
+        settings = settings.model_copy(update={"model": HTTP_MODEL,
+                                               "model_api_bases": {HTTP_MODEL: api_base}})
     db = Database.connect(url)
     fake = MODELS[model]
     swarm = Swarm(settings, db, planner=dag_planner(shape),
@@ -271,13 +276,14 @@ def _node(key: str, deps: tuple[str, ...], latency_s: float) -> Callable[..., An
     return step
 
 
-def build_graph(shape: Shape) -> Any:
+def build_graph(shape: Shape, node: Callable[[str, tuple[str, ...], float], Any] = _node) -> Any:
+    """The shape as a StateGraph: `node(key, deps, latency_s)` makes each step's function."""
     from langgraph.graph import END, START, StateGraph
 
     graph = StateGraph(DagState)
     used: set[str] = set()
     for n in shape.nodes:
-        graph.add_node(n.key, _node(n.key, n.deps, n.latency_s))
+        graph.add_node(n.key, node(n.key, n.deps, n.latency_s))
         if not n.deps:
             graph.add_edge(START, n.key)
         else:  # a list of sources waits for all of them

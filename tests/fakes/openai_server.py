@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from swarm.llm import offline
 from swarm.llm.offline import OfflineProvider
 from tests.fakes.local_server import serve_locally
 
@@ -69,9 +70,12 @@ class Received:
 class FakeOpenAI:
     """POST /v1/chat/completions. Requests are answered from each model's script in order,
     then like the offline model; every request is recorded with what the server reported.
-    `cached_tokens` is reported as cached in every 200's usage (to exercise cache prices)."""
+    `cached_tokens` is reported as cached in every 200's usage (to exercise cache prices).
+    `latency_marker`: a request whose messages carry `[latency:N]` is answered after N ms, as
+    the offline provider would take (the benchmarks' model latency, over HTTP)."""
 
     cached_tokens: int = 0
+    latency_marker: bool = False
     received: list[Received] = field(default_factory=list)
     _scripts: dict[str, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
     _rules: list[tuple[tuple[str, ...], Reply]] = field(default_factory=list)
@@ -122,8 +126,10 @@ class FakeOpenAI:
         script = self._scripts.get(got.model)
         rule = next((r for texts, r in self._rules if all(x in got.text for x in texts)), None)
         reply = rule or (script.popleft() if script else Reply())
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
+        delay = reply.delay_s or (offline.marked_latency(body.get("messages", [])) or 0.0
+                                  if self.latency_marker else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
         got.status = reply.status
         if reply.status == 429:
             return web.json_response(
