@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from swarm.redact import redact
 from swarm.services.objectives import Swarm
@@ -35,6 +35,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+PICTURE_FLAG = "--picture"
 
 
 def command(name: str, usage: str, summary: str) -> Callable[[Handler], Handler]:
@@ -86,8 +87,14 @@ async def help_(inv: Invocation) -> CommandReply:
     return _help_text()
 
 
-@command("status", "status [ID]", "one objective's steps, or the active ones")
+@command("status", "status [ID]",
+         f"one objective's steps (add `{PICTURE_FLAG}` for a drawing in its thread), or the "
+         f"active ones")
 async def status(inv: Invocation) -> CommandReply:
+    drawn = PICTURE_FLAG in inv.args
+    inv = replace(inv, args=[a for a in inv.args if a != PICTURE_FLAG])
+    if drawn and not inv.args:
+        return CommandReply(f"Give an objective's number, e.g. `status 12 {PICTURE_FLAG}`.")
     if not inv.args:
         views = inv.swarm.objectives(team_id=inv.team_id, active_only=True)
         if not views:
@@ -102,6 +109,9 @@ async def status(inv: Invocation) -> CommandReply:
         lines.append(f"  {st.key} {st.state} · {st.role} · {st.title}{took}")
     if view.summary:
         lines.append(view.summary)
+    if drawn:
+        lines.append((await inv.swarm.request_picture(view.id, inv.user)).message
+                     if view.steps else "It has no plan to draw yet.")
     return CommandReply("\n".join(lines))
 
 

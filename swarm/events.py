@@ -162,11 +162,19 @@ class Notice(Event):
     text: str
 
 
+@dataclass(frozen=True)
+class PictureRequested(Event):
+    """Someone asked for a picture of the plan as it stands (`/swarm status ID --picture`)."""
+
+    user: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (ObjectiveAccepted, PlanProposed, ApprovalRequested, ApprovalDecided,
                 StepStarted, StepRevised, StepFinished, StepFailed, QuestionAsked,
-                ObjectiveStateChanged, ObjectiveFinished, Notice, CallRetried, StepTroubleshot)
+                ObjectiveStateChanged, ObjectiveFinished, Notice, CallRetried, StepTroubleshot,
+                PictureRequested)
 }
 _NESTED: dict[str, type] = {"steps": PlannedStep, "results": StepResult}
 

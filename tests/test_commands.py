@@ -9,6 +9,7 @@ from bot import commands
 from bot.commands import CommandReply, Invocation, handle
 from swarm.services.objectives import Swarm
 from swarm.store.models import ThreadRef
+from tests.scenarios import outbox_kinds
 
 TEAM, OTHER_TEAM = "T0TEAM", "T0OTHER"
 THREAD = ThreadRef("slack", TEAM, "C0GENERAL", "1600000001.000001")
@@ -92,3 +93,16 @@ async def test_ids_past_64_bits_name_nothing_and_break_nothing(swarm: Swarm) -> 
 async def test_a_reply_that_echoes_what_was_typed_is_redacted(swarm: Swarm) -> None:
     reply = await handle(swarm, "U0ALICE", TEAM, "xoxb-1234567890-abcdefghijkl please")
     assert "xoxb-1234567890-abcdefghijkl" not in reply.text and "[redacted]" in reply.text
+
+
+async def test_status_picture_posts_a_picture_in_the_objectives_own_thread(swarm: Swarm) -> None:
+    mine = await start(swarm)
+    theirs = await start(swarm, "their secret plan", team=OTHER_TEAM, key="evt-2")
+    reply = await handle(swarm, "U0ALICE", TEAM, f"status {mine} --picture")
+    assert "s1 pending · researcher" in reply.text and "on its way to its thread" in reply.text
+    assert outbox_kinds(swarm, mine)[-1] == "PictureRequested"
+    hidden = await handle(swarm, "U0ALICE", TEAM, f"status --picture {theirs}")
+    assert hidden.text.startswith(f"There is no objective #{theirs} here")
+    assert "PictureRequested" not in outbox_kinds(swarm, theirs)
+    assert "`status 12 --picture`" in (await handle(swarm, "U0ALICE", TEAM, "status --picture")
+                                       ).text

@@ -27,6 +27,7 @@ from swarm.events import (
     ObjectiveAccepted,
     ObjectiveFinished,
     ObjectiveStateChanged,
+    PictureRequested,
     PlannedStep,
     PlanProposed,
     StepResult,
@@ -418,6 +419,21 @@ class Swarm:
             audit(s, user, "objective.cancelled", obj.id)
             after_commit(s, lambda: self.engine.cancel(objective_id))
         return Decision(True, f"Objective #{objective_id} cancelled.")
+
+    async def request_picture(self, objective_id: int, user: str) -> Decision:
+        """Have a picture of the plan as it stands posted in the objective's thread: an outbox
+        event like every message, so it is posted once, after a restart too."""
+        return await self._decision(partial(self._request_picture, objective_id, user),
+                                    "objective.picture")
+
+    def _request_picture(self, objective_id: int, user: str) -> Decision:
+        with self.db.tx() as s:
+            obj = s.get(Objective, objective_id) if valid_id(objective_id) else None
+            if obj is None:
+                return Decision(False, f"There is no objective #{objective_id}.")
+            emit(s, obj.thread, PictureRequested(obj.id, user))
+        return Decision(True, f"A picture of objective #{objective_id}'s plan is on its way to "
+                              f"its thread.")
 
     async def pause(self, objective_id: int, user: str) -> Decision:
         return await self._pause_or_resume(objective_id, user, ObjectiveState.PAUSED)
