@@ -36,7 +36,8 @@ def _banner(rt: Runtime) -> None:
 def _console_runtime(args: argparse.Namespace, settings: Settings
                      ) -> tuple[Runtime, ConsoleAdapter]:
     rt = Runtime(settings, memory=False if args.no_memory else None)
-    adapter = ConsoleAdapter(rt.swarm, console, auto_approve=args.yes, user=args.user)
+    adapter = ConsoleAdapter(rt.swarm, console, auto_approve=args.yes, user=args.user,
+                             pictures=settings.data_dir / "pictures")
     rt.add_adapter(adapter)
     _banner(rt)
     rt.start()

@@ -15,14 +15,15 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import igraph
 from PIL import Image, ImageDraw, ImageFont
 
-from swarm.events import PlanProposed
+from swarm.events import Event, ObjectiveFinished, PictureRequested, PlanProposed
+from swarm.redact import redact
 from swarm.store.views import ObjectiveView
 
 log = logging.getLogger(__name__)
@@ -112,21 +113,36 @@ class PictureError(ValueError):
 # -- snapshots ---------------------------------------------------------------------------------
 def from_plan(event: PlanProposed, goal: str = "") -> PlanSnapshot:
     """The proposed plan: every step still pending."""
-    steps = tuple(PictureStep(st.key, st.title, st.role, "pending", tuple(st.depends_on))
+    steps = tuple(PictureStep(st.key, redact(st.title), st.role, "pending", tuple(st.depends_on))
                   for st in event.steps)
     return PlanSnapshot(event.objective_id, f"Objective #{event.objective_id} · plan "
-                                            f"v{event.version} proposed", goal or event.rationale,
-                        steps)
+                                            f"v{event.version} proposed",
+                        redact(goal or event.rationale), steps)
 
 
 def from_view(view: ObjectiveView) -> PlanSnapshot:
     """The plan as it stands: each step's state, and its time and cost once it has them."""
-    steps = tuple(PictureStep(st.key, st.title, st.role, st.state, tuple(st.depends_on),
+    # a picture is a message too: what it shows is redacted like every text
+    steps = tuple(PictureStep(st.key, redact(st.title), st.role, st.state, tuple(st.depends_on),
                               st.elapsed_s, st.spend.show_cost() if st.spend.calls else None)
                   for st in view.steps)
     heading = f"Objective #{view.id} · {view.state} · {view.elapsed_s:.0f}s · " \
               f"{view.spend.show_cost()}"
-    return PlanSnapshot(view.id, heading, view.goal, steps)
+    return PlanSnapshot(view.id, heading, redact(view.goal), steps)
+
+
+def snapshot_for(event: Event, view: Callable[[int], ObjectiveView | None]
+                 ) -> PlanSnapshot | None:
+    """The picture an event brings, if any: the plan when it is proposed, the plan with each
+    step's outcome, time and cost when the objective ends, and the plan as it stands when
+    someone asks. Every adapter posts it its own way (bot/slack, bot/console)."""
+    if isinstance(event, PlanProposed):
+        current = view(event.objective_id)
+        return from_plan(event, current.goal if current else "")
+    if isinstance(event, ObjectiveFinished | PictureRequested):
+        current = view(event.objective_id)
+        return from_view(current) if current is not None and current.steps else None
+    return None
 
 
 # -- layout ------------------------------------------------------------------------------------
@@ -235,7 +251,7 @@ def layout(snapshot: PlanSnapshot, *, top: int = 0) -> Layout:
     col_w = max(MIN_BOX_W + GAP_X, min(BOX_W + GAP_X, (CHAT_WIDTH - 2 * MARGIN) / columns))
     box_w = int(col_w - GAP_X)
     width = int(2 * MARGIN + columns * col_w)
-    height = top + (max(rows, default=0) + 1) * (BOX_H + GAP_Y) + MARGIN
+    height = top + (max(rows, default=0) + 1) * (BOX_H + GAP_Y) - GAP_Y + MARGIN
     if width > MAX_WIDTH or height > MAX_HEIGHT:
         raise PictureError(f"the picture would be {width}x{height} pixels")
 

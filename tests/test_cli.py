@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from rich.console import Console
 
 from bot import cli
@@ -113,3 +114,17 @@ def test_run_with_injected_faults_shows_the_recovery_and_status_spend_sums_it(
     assert code == 0 and "#1 (" in text and " failed — Launch" in text and " cached, " in text
     assert "Spend per team and day (UTC)" in text and "local" in text
     assert "this month" in text
+
+
+def test_run_writes_the_plans_pictures_and_says_where(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
+    code, text = _run(tmp_path, monkeypatch, capsys, "run", "--yes", "Write a press release")
+    assert code == 0
+    said = [line.split("picture of the plan:", 1)[1].strip() for line in text.splitlines()
+            if "picture of the plan:" in line]
+    assert len(said) == 2, "when the plan is proposed and when the objective ends"
+    for path in map(Path, said):
+        assert path.parent == tmp_path / "pictures"
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] >= 300
+    assert said[0] != said[1]

@@ -4,11 +4,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
 
+from bot import picture
 from bot.console.render import plan_table, progress_line, recovery_line, troubleshoot_lines
 from swarm.events import (
     ApprovalDecided,
@@ -39,8 +41,10 @@ class ConsoleAdapter:
     coalesce_progress = False
 
     def __init__(self, swarm: Swarm, console: Console | None = None, *, auto_approve: bool = False,
-                 user: str = "you", prompt: Callable[[str], str] | None = None) -> None:
+                 user: str = "you", prompt: Callable[[str], str] | None = None,
+                 pictures: Path | None = None) -> None:
         self.swarm, self.user, self.auto_approve = swarm, user, auto_approve
+        self.pictures = pictures  # where the plan's pictures are written; None: not drawn
         self.console = console or Console()
         self._prompt = prompt or self.console.input
         self._prompt_lock = asyncio.Lock()
@@ -107,6 +111,7 @@ class ConsoleAdapter:
         # still waits: `resume` may deliver events of an objective that ended long ago.
         view = self.swarm.view(event.objective_id) if event.progress else None
         waiting = self._waiting(event)
+        drawn = picture.snapshot_for(event, self.swarm.view) if self.pictures else None
         out = self.console.print
         match event:
             case ObjectiveAccepted():
@@ -147,11 +152,26 @@ class ConsoleAdapter:
                 out(f"Objective #{event.objective_id} is now {event.state} ({event.reason})")
             case ObjectiveFinished():
                 self._results(event)
-                return
             case Notice():
                 out(f"[yellow]note[/]: {event.text}")
         if view is not None:
             out(progress_line(view))
+        if drawn is not None:
+            await self._picture(drawn, key)
+
+    async def _picture(self, snapshot: picture.PlanSnapshot, key: str) -> None:
+        """Write the plan's picture next to the database and say where: best effort, since a
+        raise here would have the dispatcher print the event's lines again."""
+        assert self.pictures is not None
+        if (drawing := await picture.render(snapshot)) is None:
+            return
+        path = self.pictures / drawing.filename.replace(".png", f"-{key.rsplit(':', 1)[-1]}.png")
+        try:
+            await asyncio.to_thread(_write, path, drawing.png)
+        except OSError as exc:
+            log.warning("console.picture_not_written path=%s error=%s", path, exc)
+            return
+        self.console.print(f"  [dim]picture of the plan:[/] {path}")
 
     def _waiting(self, event: Event) -> bool:
         """Whether the event's approval or question still waits for a human."""
@@ -173,3 +193,8 @@ class ConsoleAdapter:
         colour = "green" if event.state == "finished" else "red"
         self.console.print(f"[bold {colour}]Objective #{event.objective_id} {event.state}[/]: "
                            f"{event.summary}")
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

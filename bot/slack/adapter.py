@@ -5,6 +5,7 @@ import logging
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import picture
 from bot.progress import ProgressMessages
 from bot.refs import MessageRefs, approval_key
 from bot.slack import render
@@ -18,6 +19,7 @@ from swarm.events import (
     ObjectiveAccepted,
     ObjectiveFinished,
     ObjectiveStateChanged,
+    PictureRequested,
     PlanProposed,
     QuestionAsked,
 )
@@ -78,12 +80,43 @@ class SlackAdapter:
                 await self.progress.show(oid, thread, create=False)
             case Notice():
                 await self._post_once(thread, oid, f"{key}:0", render.notice(event))
+            case PictureRequested():
+                pass  # the picture, below, is all it shows
             case _ if event.progress:  # step started, revised, finished, failed, retried
                 await self.progress.show(oid, thread, create=True)
             case _:  # no message of its own yet: the checklist still shows its effect
                 log.info("slack.event_without_message kind=%s objective=%s", event.event_type,
                          oid)
                 await self.progress.show(oid, thread, create=False)
+        await self._picture(event, thread, key)
+
+    async def _picture(self, event: Event, thread: ThreadRef, key: str) -> None:
+        """The plan's picture, uploaded into the thread after the event's text. One that cannot
+        be drawn, or that Slack refuses for good, is logged and left out: the text said it all
+        (and for one asked for, the steps and their states are posted as text instead)."""
+        oid, part = event.objective_id, f"{key}:picture"
+        if self.refs.get(oid, part) is not None:
+            return
+        if (snapshot := picture.snapshot_for(event, self.swarm.view)) is None:
+            return
+        if (drawing := await picture.render(snapshot)) is None:
+            if isinstance(event, PictureRequested):
+                await self._post_once(thread, oid, part, render.notice(Notice(
+                    oid, f"The plan could not be drawn. {picture.alt_text(snapshot)}")))
+            return
+        try:
+            resp = await self.client.files_upload_v2(
+                token=await self.tokens(thread.team_id), channel=thread.channel_id,
+                thread_ts=thread.thread_id, file=drawing.png, filename=drawing.filename,
+                title=snapshot.heading, alt_txt=drawing.alt_text)
+        except Exception as exc:
+            if permanent(exc) is None:
+                raise  # the dispatcher tries again; the text above is not posted twice
+            log.warning("slack.picture_refused objective=%s error=%s", oid,
+                        getattr(exc, "response", {}).get("error", type(exc).__name__))
+            return
+        file_id = str((resp.get("files") or [{}])[0].get("id", "file"))
+        self.refs.save(oid, part, thread.channel_id, file_id)
 
     async def _post_progress(self, view: ObjectiveView, thread: ThreadRef) -> tuple[str, str]:
         return await self._post(thread, render.progress(view))

@@ -51,6 +51,7 @@ class FakeSlackAPI:
         self.calls: list[Call] = []
         self.socket_received: list[dict[str, Any]] = []
         self.installs: dict[str, str] = {}  # OAuth code -> team id it installs into
+        self.uploaded: dict[str, bytes] = {}  # file id -> the bytes sent to its upload URL
         self._ts = itertools.count(1)
         self._limited: dict[str, tuple[int, int]] = {}
         self._refusals: list[Refusal] = []
@@ -89,6 +90,13 @@ class FakeSlackAPI:
     def to(self, method: str, *, ok_only: bool = True) -> list[Call]:
         return [c for c in self.calls if c.method == method and (
             not ok_only or (c.status == 200 and c.answer.get("ok") is not False))]
+
+    def files(self) -> list[tuple[Call, Call, bytes]]:
+        """Each file shared (files.completeUploadExternal): its upload-URL call, the completion
+        (channel_id, thread_ts) and the bytes uploaded."""
+        asked = {c.answer["file_id"]: c for c in self.to("files.getUploadURLExternal")}
+        return [(asked[f["id"]], c, self.uploaded[f["id"]])
+                for c in self.to("files.completeUploadExternal") for f in c.params["files"]]
 
     def posted(self, needle: str) -> list[Call]:
         """Successful chat.postMessage calls whose text or blocks contain `needle`."""
@@ -185,6 +193,7 @@ class FakeSlackAPI:
 
     async def _upload(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.uploaded[request.match_info["file_id"]] = body
         self.calls.append(Call("upload", {"file_id": request.match_info["file_id"],
                                           "bytes": len(body)}, None, time.monotonic()))
         return web.Response(text=f"OK - {len(body)}")
