@@ -29,7 +29,14 @@ class ChatAdapter(Protocol):
         (`delivery_key` of its outbox row): each message posted for it is recorded under
         `f"{key}:{part}"`, so a retry after a partial failure skips the parts already posted.
         Raise PermanentDeliveryError when retrying cannot help; any other exception has the
-        dispatcher retry the event later, with backoff, a bounded number of times."""
+        dispatcher retry the event later, with backoff, a bounded number of times.
+
+        An event for which `bot.picture.snapshot_for` gives a snapshot (a plan proposed, an
+        objective ended, `PictureRequested`) also brings a picture of the plan: draw it with
+        `bot.picture.render` (off the loop; None when it cannot be drawn, and then the text is
+        enough) and post the PNG, with its alt text, after the event's text as the part
+        `f"{key}:picture"`. A picture the platform refuses for good is logged and left out: it
+        never dead-letters the event."""
         ...
 
 

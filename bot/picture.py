@@ -66,6 +66,7 @@ class PictureStep:
     depends_on: tuple[str, ...] = ()
     elapsed_s: float | None = None
     cost: str | None = None  # as the status commands show it, e.g. "$0.0012"
+    needs_approval: bool = False  # shown on a proposed plan: the step will ask again
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,8 @@ class PictureError(ValueError):
 # -- snapshots ---------------------------------------------------------------------------------
 def from_plan(event: PlanProposed, goal: str = "") -> PlanSnapshot:
     """The proposed plan: every step still pending."""
-    steps = tuple(PictureStep(st.key, redact(st.title), st.role, "pending", tuple(st.depends_on))
-                  for st in event.steps)
+    steps = tuple(PictureStep(st.key, redact(st.title), st.role, "pending", tuple(st.depends_on),
+                              needs_approval=st.needs_approval) for st in event.steps)
     return PlanSnapshot(event.objective_id, f"Objective #{event.objective_id} · plan "
                                             f"v{event.version} proposed",
                         redact(goal or event.rationale), steps)
@@ -334,6 +335,7 @@ def _box(draw: ImageDraw.ImageDraw, box: Box, st: PictureStep) -> None:
         draw.text((x, y + 16 + 17 * n), line, font=body, fill=INK)
     extra = [_duration(st.elapsed_s)] if st.elapsed_s is not None else []
     extra += [st.cost] if st.cost else []
+    extra += ["asks approval"] if st.needs_approval else []
     status = " · ".join([label_of(st.state), *extra])
     draw.text((x, box.y1 - 20), _fit(status, small, inner), font=small, fill=INK)
 
@@ -384,12 +386,13 @@ def draw(snapshot: PlanSnapshot) -> Drawing:
 def alt_text(snapshot: PlanSnapshot) -> str:
     """For screen readers: every step, its state and what it waits for, within ALT_CHARS."""
     counts = Counter(label_of(st.state) for st in snapshot.steps)
-    head = (f"{snapshot.heading}. {len(snapshot.steps)} steps: "
+    head = (f"{snapshot.heading}: {snapshot.goal}. {len(snapshot.steps)} steps: "
             + ", ".join(f"{n} {label}" for label, n in counts.items()) + ".")
     lines = [head]
     for st in snapshot.steps:
         after = f", after {', '.join(st.depends_on)}" if st.depends_on else ""
-        lines.append(f"{st.key} ({st.role}) {st.title}: {label_of(st.state)}{after}.")
+        asks = ", asks approval" if st.needs_approval else ""
+        lines.append(f"{st.key} ({st.role}) {st.title}: {label_of(st.state)}{asks}{after}.")
     text = " ".join(lines)
     if len(text) <= ALT_CHARS:
         return text

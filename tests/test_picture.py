@@ -12,6 +12,7 @@ from PIL import Image
 
 from bot import picture
 from bot.picture import PictureStep, PlanSnapshot, draw, fill_of, render
+from swarm.events import PlannedStep, PlanProposed
 
 
 def snapshot(steps: list[PictureStep]) -> PlanSnapshot:
@@ -154,3 +155,13 @@ def test_a_plan_beyond_the_bound_is_drawn_in_part_and_says_so() -> None:
     drawn = draw(snapshot(steps))
     assert len(drawn.layout.boxes) == picture.MAX_STEPS
     assert [st.key for st in drawn.layout.not_drawn] == [f"s{i}" for i in range(60, 70)]
+
+
+def test_a_proposed_plan_shows_every_step_pending_and_which_will_ask_approval() -> None:
+    event = PlanProposed(3, 11, 1, "research first", [
+        PlannedStep(1, "s1", "Research the market", "researcher", [], False),
+        PlannedStep(2, "s2", "Ship the rollout", "developer", ["s1"], True)])
+    drawn = draw(picture.from_plan(event, "Launch in Japan"))
+    assert drawn.alt_text.startswith("Objective #3 · plan v1 proposed: Launch in Japan. 2 steps")
+    assert "s2 (developer) Ship the rollout: pending, asks approval, after s1." in drawn.alt_text
+    assert "s1 (researcher) Research the market: pending." in drawn.alt_text
