@@ -108,14 +108,19 @@ def percentiles(samples_ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
-def query_latency(search: Callable[[np.ndarray], object], queries: np.ndarray) -> list[float]:
+def query_latency(search: Callable[[np.ndarray], object], queries: np.ndarray,
+                  cpu: list[float] | None = None) -> list[float]:
+    """Wall ms per query; `cpu` gets the same queries' thread CPU ms (what is left of a wall
+    outlier once the time the OS ran other processes is taken out)."""
     for q in queries[:50]:
         search(q)  # warm caches
     samples = []
     for q in queries:
-        began = time.perf_counter_ns()
+        began, began_cpu = time.perf_counter_ns(), time.thread_time_ns()
         search(q)
         samples.append((time.perf_counter_ns() - began) / 1e6)
+        if cpu is not None:
+            cpu.append((time.thread_time_ns() - began_cpu) / 1e6)
     return samples
 
 
@@ -205,7 +210,8 @@ def bench_index(vectors: np.ndarray, queries: np.ndarray, config: IndexConfig) -
     index.add(range(1, size + 1), vectors)
     build_s = time.perf_counter() - began
     found = [[i for i, _ in index.search(q, k)] for q in queries]
-    p50, p99 = percentiles(query_latency(lambda q: index.search(q, k), queries))
+    cpu: list[float] = []
+    p50, p99 = percentiles(query_latency(lambda q: index.search(q, k), queries, cpu))
     flat = TeamIndex(vectors.shape[1], IndexConfig(hnsw_threshold=10**9))
     flat.add(range(1, size + 1), vectors)
     flat_p50, flat_p99 = percentiles(query_latency(lambda q: flat.search(q, k), queries[:200]))
@@ -227,6 +233,7 @@ def bench_index(vectors: np.ndarray, queries: np.ndarray, config: IndexConfig) -
         "recall": recall_at(found, truth),
         "p50": p50,
         "p99": p99,
+        "cpu_p99": percentiles(cpu)[1],
         "flat_p50": flat_p50,
         "flat_p99": flat_p99,
         "forget_ms": float(np.median(forget_ms)),
@@ -391,8 +398,13 @@ def main() -> None:
         row(
             f"{size:,}: index query p50 / p99 ({kind}, k=10)",
             f"{r['p50']:.3f} / {r['p99']:.3f} ms",
-            "p50 < 1 ms" if goal else "",
-            r["p50"] < 1.0 if goal else None,
+            "p50 < 1 ms, p99 < 2 ms" if goal else "",
+            r["p50"] < 1.0 and r["p99"] < 2.0 if goal else None,
+        )
+        row(
+            f"{size:,}: index query p99 in thread CPU time (a wall p99 far above it is the OS "
+            "running other processes, not the index)",
+            f"{r['cpu_p99']:.3f} ms",
         )
         slower = r["flat_p50"] / r["p50"]
         row(

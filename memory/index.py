@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,21 @@ log = logging.getLogger(__name__)
 # at 8,000; flat grows linearly (~72 ms at 100k on a busy machine, ~13-17 ms when quiet).
 # So the curves cross at about 1,000 vectors, and a team switches to HNSW above that.
 HNSW_THRESHOLD = 1000
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run FAISS on the calling thread alone. FAISS opens its OpenMP team even for a single
+    query; on a busy machine the query then waits for a team thread the OS has not scheduled:
+    at 100k HNSW vectors on 2 loaded cores, p50 1.7-16 ms and p99 40-45 ms with the team
+    against 0.23 ms and 11-13 ms without (bench/memory.py). OpenMP's thread count is per
+    calling thread, so builds elsewhere keep their team."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class CorruptIndexError(Exception):
@@ -145,7 +161,8 @@ class TeamIndex:
             k = min(k, live)
             if k <= 0:
                 return []
-            scores, labels = self._index.search(query, k, params=self._search_params())
+            with one_thread():
+                scores, labels = self._index.search(query, k, params=self._search_params())
         return [
             (int(i), float(s))
             for i, s in zip(labels[0], scores[0], strict=True)
