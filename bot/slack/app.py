@@ -13,13 +13,21 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.loop_thread import run_on
 from bot.runtime import Runtime
 from bot.slack import listeners
 from bot.slack.adapter import SlackAdapter
-from bot.slack.install import BotTokens, InstalledTokens, StaticToken, installation_store
+from bot.slack.ingress import checked_request, on_error
+from bot.slack.install import (
+    BotTokens,
+    InstalledTokens,
+    StaticToken,
+    installation_store,
+    revoke_on_uninstall,
+)
 from bot.slack.install import oauth_settings as make_oauth_settings
 from bot.slack.settings import SlackSettings
 from bot.slack.socket import SocketMode
@@ -61,6 +69,9 @@ class SlackEdge:
         # at WARNING whatever the root level, so a payload never reaches a log line.
         bolt_log = logging.getLogger("slack_bolt.threadswarm")
         bolt_log.setLevel(logging.WARNING)
+        # bolt checks the signature again; ours comes first, so an unsigned body is never parsed
+        # (Socket Mode has no secret and no events route.)
+        self.verifier = SignatureVerifier(secret) if secret else None
         tokens: BotTokens
         if settings.oauth:
             store = installation_store(settings, runtime.db.engine)
@@ -68,13 +79,16 @@ class SlackEdge:
             self.app = AsyncApp(
                 name="threadswarm", client=self.client, signing_secret=secret, logger=bolt_log,
                 oauth_settings=make_oauth_settings(settings, runtime.db.engine, store,
-                                                   self.client))
+                                                   self.client),
+                raise_error_for_unhandled_request=True)
             self.app.enable_token_revocation_listeners()  # uninstalled: its tokens go
         else:
             assert bot_token is not None, "SlackSettings.problems() reports a missing token"
-            tokens = StaticToken(bot_token)
+            static = tokens = StaticToken(bot_token)
             self.app = AsyncApp(name="threadswarm", client=self.client, signing_secret=secret,
-                                logger=bolt_log)
+                                logger=bolt_log, raise_error_for_unhandled_request=True)
+            revoke_on_uninstall(self.app, static)
+        self.app.error(on_error)
         self.adapter = SlackAdapter(runtime.swarm, self.client, tokens,
                                     progress_interval_s=progress_interval_s)
         listeners.register(self.app, runtime.swarm, self.adapter.refs, self._on_swarm)
@@ -111,9 +125,13 @@ class SlackEdge:
 
     # -- HTTP handlers ---------------------------------------------------------------------
     async def _bolt(self, request: web.Request) -> web.Response:
-        # Bolt verifies the signature (401 if forged or stale) and acks before the work runs.
-        return await to_aiohttp_response(await self.app.async_dispatch(
-            await to_bolt_request(request)))
+        # 401 if forged or stale, 400 if malformed (bot/slack/ingress); bolt acks before the
+        # work runs.
+        assert self.verifier is not None, "SlackSettings.problems() reports a missing secret"
+        checked = await checked_request(request, self.verifier)
+        if isinstance(checked, web.Response):
+            return checked
+        return await to_aiohttp_response(await self.app.async_dispatch(checked))
 
     async def _install(self, request: web.Request) -> web.Response:
         assert self.app.oauth_flow is not None

@@ -5,6 +5,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
+from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.oauth.installation_store import Bot, Installation
@@ -32,13 +33,36 @@ class BotTokens(Protocol):
 
 
 class StaticToken:
-    """One workspace: the SLACK_BOT_TOKEN, whatever the team."""
+    """One workspace: the SLACK_BOT_TOKEN, whatever the team, until Slack says it was revoked
+    (the app uninstalled): then nothing more is sent with it, and what waits is given up."""
 
     def __init__(self, token: str) -> None:
-        self._token = token
+        self._token: str | None = token
 
     async def __call__(self, team_id: str) -> str:
+        if self._token is None:
+            raise NotInstalled("the Slack bot token was revoked (the app was uninstalled)")
         return self._token
+
+    def revoke(self, why: str) -> None:
+        if self._token is not None:
+            log.warning("slack.bot_token_revoked why=%s", why)
+        self._token = None
+
+
+def revoke_on_uninstall(app: AsyncApp, token: StaticToken) -> None:
+    """Single-workspace mode: tokens_revoked (of a bot token) and app_uninstalled are answered
+    200, as in OAuth mode (bolt's listeners delete the installation there), and end the token."""
+
+    @app.event("tokens_revoked")
+    async def on_tokens_revoked(event: dict[str, Any]) -> None:
+        tokens = event.get("tokens")
+        if isinstance(tokens, dict) and tokens.get("bot"):
+            token.revoke("tokens_revoked")
+
+    @app.event("app_uninstalled")
+    async def on_app_uninstalled() -> None:
+        token.revoke("app_uninstalled")
 
 
 class InstalledTokens:

@@ -49,6 +49,14 @@ class RecentEvents:
         return True
 
 
+def text_of(payload: Any, *keys: str) -> str | None:
+    """The non-empty string at payload[k1][k2]..., or None: Slack's payloads are read only
+    through this, so a field missing or of another type is a payload ignored, not a crash."""
+    for key in keys:
+        payload = payload.get(key) if isinstance(payload, dict) else None
+    return payload if isinstance(payload, str) and payload else None
+
+
 class OnSwarm(Protocol):
     """Runs a swarm call on the swarm's own loop (listeners run on the ingress loop)."""
 
@@ -61,7 +69,7 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
 
     async def drop_redelivered(body: dict[str, Any],
                                next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
-        event_id = body.get("event_id")
+        event_id = text_of(body, "event_id")
         if body.get("type") == "event_callback" and event_id and not recent.first_time(event_id):
             log.info("slack.event_redelivered event_id=%s", event_id)
             return BoltResponse(status=200, body="")
@@ -84,13 +92,15 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
     @app.event("app_mention")
     async def on_mention(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext,
                          client: AsyncWebClient) -> None:
-        user, channel, ts = event.get("user"), event["channel"], event["ts"]
-        if not user:
+        user, channel, ts = text_of(event, "user"), text_of(event, "channel"), text_of(event, "ts")
+        team, event_id = text_of(body, "team_id"), text_of(body, "event_id")
+        if not (user and channel and ts and team and event_id):
             return
-        thread = ThreadRef(PLATFORM, body["team_id"], channel, event.get("thread_ts") or ts)
-        goal = from_slack(event.get("text") or "", drop_user=context.bot_user_id)
-        key = f"slack:{body['event_id']}"
-        if "thread_ts" in event and goal and await on_swarm(swarm.reply(thread, user, goal, key)):
+        root = text_of(event, "thread_ts")
+        thread = ThreadRef(PLATFORM, team, channel, root or ts)
+        goal = from_slack(text_of(event, "text") or "", drop_user=context.bot_user_id)
+        key = f"slack:{event_id}"
+        if root is not None and goal != "" and await on_swarm(swarm.reply(thread, user, goal, key)):
             await client.reactions_add(channel=channel, timestamp=ts, name=ANSWERED_REACTION)
             return  # a mention in a thread that waits for an answer is the answer
         try:
@@ -108,19 +118,21 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
     @app.event("message")
     async def on_message(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext,
                          client: AsyncWebClient) -> None:
-        user, root, text = event.get("user"), event.get("thread_ts"), event.get("text") or ""
+        user, root, text = text_of(event, "user"), text_of(event, "thread_ts"), \
+            text_of(event, "text") or ""
+        channel, ts = text_of(event, "channel"), text_of(event, "ts")
+        team, event_id = text_of(body, "team_id"), text_of(body, "event_id")
         if (event.get("subtype") not in REPLY_SUBTYPES or event.get("bot_id") or not user
-                or user == context.bot_user_id or not root or root == event.get("ts")):
+                or user == context.bot_user_id or not root or root == ts
+                or not (channel and ts and team and event_id)):
             return
         if context.bot_user_id and f"<@{context.bot_user_id}" in text:
             return  # a mention: on_mention has it
-        thread = ThreadRef(PLATFORM, body["team_id"], event["channel"], root)
-        if await on_swarm(swarm.reply(thread, user, from_slack(text),
-                                      f"slack:{body['event_id']}")):
+        thread = ThreadRef(PLATFORM, team, channel, root)
+        if await on_swarm(swarm.reply(thread, user, from_slack(text), f"slack:{event_id}")):
             log.info("slack.question_answered team=%s channel=%s", thread.team_id,
                      thread.channel_id)
-            await client.reactions_add(channel=event["channel"], timestamp=event["ts"],
-                                       name=ANSWERED_REACTION)
+            await client.reactions_add(channel=channel, timestamp=ts, name=ANSWERED_REACTION)
 
     async def approval_message(channel: str, ts: str) -> MessageRef | None:
         # Slack shows a message a moment before the bot has stored its ts (the post's answer
@@ -134,36 +146,43 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
     @app.event("reaction_added")
     async def on_reaction(event: dict[str, Any], context: AsyncBoltContext,
                           client: AsyncWebClient) -> None:
-        name, item = event.get("reaction"), event.get("item") or {}
+        name, user = text_of(event, "reaction"), text_of(event, "user")
+        channel, ts = text_of(event, "item", "channel"), text_of(event, "item", "ts")
         approve = True if name in APPROVE_REACTIONS else False if name in REJECT_REACTIONS \
             else None
-        if (approve is None or item.get("type") != "message" or not event.get("user")
+        if (approve is None or text_of(event, "item", "type") != "message" or not user
+                or not (channel and ts)
                 or event.get("item_user") not in (None, context.bot_user_id)):
             return  # only a reaction on one of the bot's messages can be a decision
-        ref = await approval_message(item["channel"], item["ts"])
+        ref = await approval_message(channel, ts)
         approval_id = approval_id_of(ref.key) if ref is not None else None
         if ref is None or approval_id is None:
             return
         view = swarm.view(ref.objective_id)
-        await decide(client, approval_id, event["user"], approve, item["channel"],
+        await decide(client, approval_id, user, approve, channel,
                      view.thread.thread_id if view else None)
 
     @app.action(re.compile(r"^(approve|reject):\d+$"))
     async def on_click(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                        client: AsyncWebClient) -> None:
         await ack()
-        parsed = parse_action_id(action["action_id"])
-        if parsed is None:
+        parsed = parse_action_id(text_of(action, "action_id") or "")
+        user, channel = text_of(body, "user", "id"), text_of(body, "channel", "id")
+        if parsed is None or not (user and channel):
             return
         approve, approval_id = parsed
-        message = body.get("message") or {}
-        await decide(client, approval_id, body["user"]["id"], approve, body["channel"]["id"],
-                     message.get("thread_ts") or message.get("ts"))
+        await decide(client, approval_id, user, approve, channel,
+                     text_of(body, "message", "thread_ts") or text_of(body, "message", "ts"))
 
     @app.command("/swarm")
     async def on_command(ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]) -> None:
+        user, team = text_of(command, "user_id"), text_of(command, "team_id")
+        if not (user and team):
+            await ack(text="This command came without its user or team.",
+                      response_type="ephemeral")
+            return
         answer = asyncio.ensure_future(on_swarm(commands.handle(
-            swarm, command["user_id"], command["team_id"], command.get("text") or "")))
+            swarm, user, team, text_of(command, "text") or "")))
         try:  # answer in the ack when the swarm is quick, as it nearly always is
             reply = await asyncio.wait_for(asyncio.shield(answer), COMMAND_ACK_BUDGET_S)
         except TimeoutError:

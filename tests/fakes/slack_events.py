@@ -15,9 +15,10 @@ import aiohttp
 from tests.fakes.slack_api import API_APP_ID, BOT_USER_ID, TEAM_ID
 
 
-def sign(secret: str, timestamp: str, body: str) -> str:
+def sign(secret: str, timestamp: str, body: str | bytes) -> str:
     """The v0 signature Slack puts in X-Slack-Signature."""
-    base = f"v0:{timestamp}:{body}".encode()
+    raw = body.encode() if isinstance(body, str) else body
+    base = f"v0:{timestamp}:".encode() + raw
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
 
 
@@ -56,11 +57,16 @@ class SlackEvents:
         if retry_num is not None:
             headers.update({"X-Slack-Retry-Num": str(retry_num),
                             "X-Slack-Retry-Reason": "http_timeout"})
+        return await self.post_bytes(body.encode(), headers)
+
+    async def post_bytes(self, body: bytes, headers: dict[str, str]) -> Delivery:
+        """Any bytes with any headers, as a forger or a broken proxy would send them."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         started = time.monotonic()
-        async with self._session.post(self.url, data=body.encode(), headers=headers) as resp:
-            return Delivery(resp.status, await resp.text(), time.monotonic() - started)
+        async with self._session.post(self.url, data=body, headers=headers) as resp:
+            return Delivery(resp.status, await resp.text(errors="replace"),
+                            time.monotonic() - started)
 
     def callback(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
         """The Events API body that carries `event` (an `event_callback`)."""
