@@ -34,7 +34,8 @@ class Edge(Protocol):
         """What /healthz shows of this edge; "ok": False makes it answer 503."""
 
     async def close(self) -> None:
-        """On the swarm's loop, last: flush and close the adapter."""
+        """On the swarm's loop, last (the dispatcher has stopped): close the adapter, leaving
+        what it still owes in the outbox."""
 
 
 # (edge or None when the platform is not configured, sentences saying what keeps it from

@@ -12,13 +12,14 @@ import weakref
 from collections.abc import Awaitable, Callable
 
 from bot.refs import PROGRESS, MessageRefs
-from bot.shutdown import cancel_bounded, wait_bounded
+from bot.shutdown import cancel_bounded
 from swarm.store.models import ThreadRef
+from swarm.store.outbox import reopen_latest
 from swarm.store.views import ObjectiveView
 
 log = logging.getLogger(__name__)
 TRAILING_ATTEMPTS = 5
-FLUSH_S, CLOSE_S = 5.0, 5.0  # bounds of the waits at shutdown
+CLOSE_S = 5.0  # bound of the wait at shutdown
 
 
 # Post a rendered view in the thread: returns (channel id, message id).
@@ -74,17 +75,17 @@ class ProgressMessages:
             for old in [k for k, at in self._last.items() if at < now - self.interval_s]:
                 del self._last[old]
 
-    async def flush(self, timeout_s: float = FLUSH_S) -> None:
-        """Wait for the trailing edits that are due (tests, shutdown), at most `timeout_s`: an
-        edit the platform keeps refusing is retried for half a minute."""
-        deadline = time.monotonic() + timeout_s
-        while self._trailing:
-            if not await wait_bounded(list(self._trailing.values()),
-                                      deadline - time.monotonic(), "progress.flush"):
-                return
-
     async def close(self) -> None:
+        """Stop at once, also when the platform does not answer: the edits still owed are left
+        in the outbox (each objective's latest row reopened) for the next process to make."""
         await cancel_bounded(list(self._trailing.values()), CLOSE_S, "progress.close")
+        owed = sorted({oid for oids in self._dirty.values() for oid in oids})
+        self._dirty.clear()
+        if owed:
+            with self.refs.db.tx(wake=False) as s:
+                reopened = reopen_latest(s, self.refs.platform, owed)
+            log.info("progress.left_owed platform=%s objectives=%d rows=%d", self.refs.platform,
+                     len(owed), reopened)
 
     async def _post(self, objective_id: int, thread: ThreadRef) -> None:
         view = self.view(objective_id)
@@ -109,21 +110,22 @@ class ProgressMessages:
             for attempt in range(TRAILING_ATTEMPTS):
                 await asyncio.sleep(max(0.0, wait))
                 async with self._lock(key):
-                    owed = self._dirty.pop(key, set())
-                    failed: set[int] = set()
+                    # an objective stays owed until its edit is answered: close() leaves
+                    # what is owed, also an edit cancelled on its way, to the next process
+                    owed = self._dirty.setdefault(key, set())
                     for oid in sorted(owed):
-                        if (ref := self.refs.get(oid, PROGRESS)) is None:
-                            continue
-                        try:
-                            await self._edit(oid, thread, ref.channel_id, ref.message_id)
-                        except Exception as exc:
-                            failed.add(oid)
-                            log.warning("progress.edit_failed platform=%s objective=%s "
-                                        "attempt=%d error=%s", self.refs.platform, oid,
-                                        attempt + 1, type(exc).__name__)
-                    if not failed:
+                        if (ref := self.refs.get(oid, PROGRESS)) is not None:
+                            try:
+                                await self._edit(oid, thread, ref.channel_id, ref.message_id)
+                            except Exception as exc:
+                                log.warning("progress.edit_failed platform=%s objective=%s "
+                                            "attempt=%d error=%s", self.refs.platform, oid,
+                                            attempt + 1, type(exc).__name__)
+                                continue
+                        owed.discard(oid)
+                    if not owed:
+                        del self._dirty[key]
                         return
-                    self._dirty.setdefault(key, set()).update(failed)
                 wait = self.interval_s * 2 ** (attempt + 1)
         finally:
             self._trailing.pop(key, None)

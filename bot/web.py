@@ -11,8 +11,12 @@ from sqlalchemy import text
 from bot.edges import Edge
 from bot.loop_thread import LoopThread
 from bot.runtime import Runtime
+from bot.shutdown import run_bounded
 
 log = logging.getLogger(__name__)
+# Shutdown: requests in flight get this long to finish (an ack is quick; a handler stuck on a
+# platform that does not answer is not), and so does each edge's disconnect.
+REQUESTS_GRACE_S = DISCONNECT_S = 2.0
 
 
 class WebServer:
@@ -37,7 +41,8 @@ class WebServer:
         await self.ingress.run(self._open(host, port))
 
     async def _open(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(self.app(), access_log=None,
+                                     shutdown_timeout=REQUESTS_GRACE_S)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         for edge in self.edges:
@@ -50,19 +55,19 @@ class WebServer:
         return int(self._runner.addresses[0][1])
 
     async def close(self) -> None:
+        """Within seconds, also when a platform does not answer (platforms kill at 30 s): no
+        new requests, the dispatcher stopped (a delivery hanging past its grace is cancelled
+        and stays in the outbox), then the edges close, leaving what they owe in the outbox."""
         if self.ingress.running:
             await self.ingress.run(self._shut())
         await self.ingress.stop()
+        await self.runtime.dispatcher.stop()
         for edge in self.edges:
             await edge.close()
 
     async def _shut(self) -> None:
         for edge in self.edges:
-            try:
-                await edge.disconnect()
-            except Exception as exc:  # the others still close
-                log.warning("web.disconnect_failed platform=%s error=%s", edge.platform,
-                            type(exc).__name__)
+            await run_bounded(edge.disconnect(), DISCONNECT_S, f"{edge.platform}.disconnect")
         if self._runner is not None:
             await self._runner.cleanup()
 

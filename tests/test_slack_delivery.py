@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from swarm.store.models import OutboxEvent
@@ -16,6 +19,7 @@ from tests.test_slack import (
     click,
     mention,
     objective_id,
+    progress_edits,
     with_buttons,
 )
 
@@ -97,3 +101,40 @@ async def test_a_deleted_progress_message_floods_no_notices_and_the_results_stil
     dead = [r for r in outbox(bot) if r.dead_at]
     assert dead and all(r.last_error == "message_not_found" for r in dead)
     assert not api.posted("could not be posted"), "no notice per refused edit"
+
+
+async def test_shutdown_with_slack_unreachable_ends_in_10s_and_leaves_the_edits_owed(
+        tmp_path: Any, sqlite_url: str, api: FakeSlackAPI,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A 30 s throttle: after the progress message is posted, every edit of it waits (is owed).
+    first = await start_bot(tmp_path, sqlite_url, api, progress_interval_s=30.0)
+    oid = await running_until_the_step_approval(first, api)
+    await first.runtime.settle()
+    posted, edits = progress_edits(api)
+    view = first.runtime.swarm.view(oid)
+    assert view is not None
+    latest = f"{sum(st.state == 'finished' for st in view.steps)}/{len(view.steps)} steps done"
+    assert latest not in posted.text() and not edits, "the edit showing the latest is owed"
+
+    api.stall()  # Slack unreachable: connections taken, never answered
+    await first.events.event(first.events.mention_event("plan the offsite"))
+    await api.wait_for(lambda: api.stalled_calls > 0, what="a call that hangs")
+    caplog.clear()
+    started = time.monotonic()
+    await first.close()  # what serve does on SIGTERM
+    took = time.monotonic() - started
+    assert took < 10.0, f"shutdown took {took:.1f}s"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    waiting = [r for r in outbox(first) if not (r.delivered_at or r.dead_at)]
+    assert {r.objective_id for r in waiting} >= {oid, oid + 1}, \
+        "the owed edit and the undelivered posts are left in the outbox"
+
+    api.flow()
+    second = await start_bot(tmp_path, sqlite_url, api)  # the next process
+    try:
+        await api.wait_for(lambda: any(latest in c.text() for c in progress_edits(api)[1]),
+                           what="the owed edit, made by the next process")
+        await api.wait_for(lambda: api.posted("plan the offsite"), what="the undelivered post")
+        assert len(api.posted("plan the offsite")) == 1 and len(api.posted("steps done")) == 1
+    finally:
+        await second.close()

@@ -168,5 +168,4 @@ class SlackAdapter:
             await self._post_once(thread, oid, f"results:{i}", msg)
 
     async def close(self) -> None:
-        await self.progress.flush()
-        await self.progress.close()
+        await self.progress.close()  # no edit retried here: what is owed waits in the outbox

@@ -19,6 +19,7 @@ the threads of a process that died mid-delivery wait seconds, not minutes, for a
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -135,6 +136,24 @@ def mark_dead(session: Session, row_id: int, error: str) -> None:
     """Give up on the row: it stays for inspection and no longer holds back its thread."""
     session.execute(update(OutboxEvent).where(OutboxEvent.id == row_id).values(
         attempts=OutboxEvent.attempts + 1, last_error=error[:500], dead_at=utcnow()))
+
+
+def reopen_latest(session: Session, platform: str, objective_ids: Iterable[int]) -> int:
+    """Put each objective's latest delivered row of `platform` back in the outbox, for the next
+    dispatcher: at shutdown an edge leaves an edit it still owes (a throttled progress edit)
+    this way instead of retrying it. Deliveries are idempotent (each message posted once, by
+    its ref), so the redelivery only re-renders. Returns how many rows were reopened."""
+    reopened = 0
+    for oid in objective_ids:
+        latest = session.scalar(select(func.max(OutboxEvent.id)).where(
+            OutboxEvent.platform == platform, OutboxEvent.objective_id == oid,
+            OutboxEvent.delivered_at.is_not(None), OutboxEvent.dead_at.is_(None)))
+        if latest is not None:  # guarded: only a row still delivered is reopened
+            reopened += _changed(session, update(OutboxEvent).where(
+                OutboxEvent.id == latest, OutboxEvent.delivered_at.is_not(None)).values(
+                delivered_at=None, attempts=0, next_attempt_at=None, claimed_by=None,
+                claimed_until=None))
+    return reopened
 
 
 def prune_delivered(session: Session, before: datetime, batch: int = 1000) -> int:

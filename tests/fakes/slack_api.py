@@ -55,6 +55,9 @@ class FakeSlackAPI:
         self._ts = itertools.count(1)
         self._limited: dict[str, tuple[int, int]] = {}
         self._refusals: list[Refusal] = []
+        self._flowing = asyncio.Event()  # cleared: Slack is unreachable (see stall)
+        self._flowing.set()
+        self.stalled_calls = 0
         self._socket: web.WebSocketResponse | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -69,6 +72,7 @@ class FakeSlackAPI:
         return self
 
     async def close(self) -> None:
+        self._flowing.set()  # stalled calls end, so the server can stop
         if self._socket is not None:
             await self._socket.close()
         if self._runner is not None:
@@ -86,6 +90,15 @@ class FakeSlackAPI:
                needle: str | None = None) -> None:
         """From now on answer `error` to `method` (in `channel`, for a text with `needle`)."""
         self._refusals.append(Refusal(method, error, channel, needle))
+
+    def stall(self) -> None:
+        """From now on every call hangs, as when Slack is unreachable (the connection is taken,
+        no answer comes), until flow() or close(); a call so released answers 503 and is not
+        recorded among the calls."""
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        self._flowing.set()
 
     def to(self, method: str, *, ok_only: bool = True) -> list[Call]:
         return [c for c in self.calls if c.method == method and (
@@ -123,6 +136,10 @@ class FakeSlackAPI:
         return f"{1_700_000_000 + n}.{n:06d}"
 
     async def _api(self, request: web.Request) -> web.Response:
+        if not self._flowing.is_set():
+            self.stalled_calls += 1
+            await self._flowing.wait()
+            return web.json_response({"ok": False, "error": "fatal_error"}, status=503)
         method = request.match_info["method"]
         params = await self._params(request)
         auth = request.headers.get("Authorization", "")
