@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -10,6 +12,7 @@ from bot.progress import ProgressMessages
 from bot.refs import MessageRefs, approval_key
 from bot.slack import render
 from bot.slack.errors import permanent
+from bot.slack.features import AGENT_BLOCKS, WorkspaceFeatures
 from bot.slack.install import BotTokens
 from swarm.events import (
     ApprovalDecided,
@@ -28,6 +31,7 @@ from swarm.store.models import ThreadRef
 from swarm.store.views import ObjectiveView
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SlackAdapter:
@@ -37,6 +41,7 @@ class SlackAdapter:
     def __init__(self, swarm: Swarm, client: AsyncWebClient, tokens: BotTokens, *,
                  progress_interval_s: float = 1.0) -> None:
         self.swarm, self.client, self.tokens = swarm, client, tokens
+        self.features = WorkspaceFeatures()
         self.refs = MessageRefs(swarm.db, self.platform)
         self.progress = ProgressMessages(self.refs, swarm.view, self._post_progress,
                                          self._edit_progress, interval_s=progress_interval_s)
@@ -119,13 +124,27 @@ class SlackAdapter:
         self.refs.save(oid, part, thread.channel_id, file_id)
 
     async def _post_progress(self, view: ObjectiveView, thread: ThreadRef) -> tuple[str, str]:
-        return await self._post(thread, render.progress(view))
+        return await self._progress(view, thread, lambda msg: self._post(thread, msg))
 
     async def _edit_progress(self, view: ObjectiveView, thread: ThreadRef, channel: str,
                              ts: str) -> None:
-        msg = render.progress(view)
-        await self.client.chat_update(token=await self.tokens(thread.team_id), channel=channel,
-                                      ts=ts, text=msg.text, blocks=msg.blocks)
+        async def edit(msg: render.SlackMessage) -> None:
+            await self.client.chat_update(token=await self.tokens(thread.team_id),
+                                          channel=channel, ts=ts, text=msg.text,
+                                          blocks=msg.blocks)
+        await self._progress(view, thread, edit)
+
+    async def _progress(self, view: ObjectiveView, thread: ThreadRef,
+                        send: Callable[[render.SlackMessage], Awaitable[T]]) -> T:
+        """The progress message as a plan of task cards, or as sections where Slack refuses
+        those blocks (learnt once per workspace)."""
+        if self.features.offered(thread.team_id, AGENT_BLOCKS):
+            try:
+                return await send(render.progress_plan(view))
+            except Exception as exc:
+                if not self.features.lacks(thread.team_id, AGENT_BLOCKS, exc):
+                    raise
+        return await send(render.progress(view))
 
     async def _post(self, thread: ThreadRef, msg: render.SlackMessage) -> tuple[str, str]:
         resp = await self.client.chat_postMessage(

@@ -4,6 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from slack_sdk.models.blocks import (
+    PlanBlock,
+    RichTextBlock,
+    RichTextSectionElement,
+    TaskCardBlock,
+)
+from slack_sdk.models.blocks.block_elements import RichTextElementParts
+
 from bot.slack.text import escape, mrkdwn, split, user, when
 from swarm.events import (
     ApprovalDecided,
@@ -15,6 +23,7 @@ from swarm.events import (
     PlanProposed,
     QuestionAsked,
 )
+from swarm.redact import redact
 from swarm.store.views import ObjectiveView, StepView
 
 # Slack's limits: 3000 characters per section text, 50 blocks per message; the total text of a
@@ -139,6 +148,46 @@ def progress(view: ObjectiveView) -> SlackMessage:
     checklist = "\n".join(_step_line(st) for st in view.steps) or "_no steps yet_"
     return SlackMessage(f"Objective #{view.id}: {done}/{len(view.steps)} steps done",
                         [section(head), section(checklist), context(spend)])
+
+
+# A step's state as a task card shows it (Slack knows four); the card's details say the rest.
+TASK_STATUS = {"running": "in_progress", "waiting_human": "in_progress", "finished": "complete",
+               "skipped": "complete", "failed": "error", "cancelled": "error"}
+PLAN_TASKS = 50  # Slack's most task cards in one plan block
+TASK_TITLE_CHARS, TASK_TEXT_CHARS = 150, 300
+
+
+def _rich(text: str) -> RichTextBlock:
+    return RichTextBlock(elements=[RichTextSectionElement(
+        elements=[RichTextElementParts.Text(text=text)])])
+
+
+def _task(st: StepView) -> TaskCardBlock:
+    details = [st.role]
+    if st.state not in ("finished", "pending", "ready"):
+        details.append(st.state.replace("_", " "))
+    if st.attempts > 1:
+        details.append(f"attempt {st.attempts}")
+    if (elapsed := _seconds(st.elapsed_s)):
+        details.append(elapsed)
+    # plain text, not mrkdwn: nothing to escape; redacted like every other message
+    shown = st.error if st.state == "failed" else st.output if st.state == "finished" else None
+    output = _rich(_clip(redact(" ".join(shown.split())), TASK_TEXT_CHARS)) if shown else None
+    return TaskCardBlock(task_id=st.key, title=_clip(f"{st.key} {st.title}", TASK_TITLE_CHARS),
+                         status=TASK_STATUS.get(st.state, "pending"),
+                         details=_rich(" · ".join(details)), output=output)
+
+
+def progress_plan(view: ObjectiveView) -> SlackMessage:
+    """The progress message as Slack's agent UI shows a plan: a plan block, one task card per
+    step. Workspaces whose Slack refuses it (invalid_blocks) get progress() instead."""
+    shown = view.steps[:PLAN_TASKS]
+    message = progress(view)
+    title = _clip(f"Objective #{view.id} — {view.goal}", TASK_TITLE_CHARS)
+    blocks: list[Block] = [PlanBlock(title=title, tasks=[_task(st) for st in shown]).to_dict()]
+    if len(view.steps) > len(shown):
+        blocks.append(context(f"…and {len(view.steps) - len(shown)} more steps"))
+    return SlackMessage(message.text, blocks + [message.blocks[-1]])  # and the spend line
 
 
 def question(ev: QuestionAsked) -> SlackMessage:
