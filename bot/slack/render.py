@@ -127,16 +127,23 @@ def decided(ev: ApprovalDecided, view: ObjectiveView | None) -> SlackMessage:
     return SlackMessage(f"{verb} by {ev.user}: {ev.title}", blocks)
 
 
-def _step_line(st: StepView) -> str:
-    parts = [f"{STATE_MARK.get(st.state, ':white_circle:')} `{st.key}` "
-             f"*{escape(_clip(st.title, 100))}* — {escape(st.role)}"]
+def _step_facts(st: StepView) -> list[str]:
+    """What a step's line or card says beside its title: a state worth saying, the attempt,
+    the time it took."""
+    facts = []
     if st.state not in ("finished", "pending", "ready"):
-        parts.append(st.state.replace("_", " "))
+        facts.append(st.state.replace("_", " "))
     if st.attempts > 1:
-        parts.append(f"attempt {st.attempts}")
+        facts.append(f"attempt {st.attempts}")
     if (elapsed := _seconds(st.elapsed_s)):
-        parts.append(elapsed)
-    return " · ".join(parts)
+        facts.append(elapsed)
+    return facts
+
+
+def _step_line(st: StepView) -> str:
+    return " · ".join([f"{STATE_MARK.get(st.state, ':white_circle:')} `{st.key}` "
+                       f"*{escape(_clip(st.title, 100))}* — {escape(st.role)}",
+                       *_step_facts(st)])
 
 
 def progress(view: ObjectiveView) -> SlackMessage:
@@ -163,13 +170,7 @@ def _rich(text: str) -> RichTextBlock:
 
 
 def _task(st: StepView) -> TaskCardBlock:
-    details = [st.role]
-    if st.state not in ("finished", "pending", "ready"):
-        details.append(st.state.replace("_", " "))
-    if st.attempts > 1:
-        details.append(f"attempt {st.attempts}")
-    if (elapsed := _seconds(st.elapsed_s)):
-        details.append(elapsed)
+    details = [st.role, *_step_facts(st)]
     # plain text, not mrkdwn: nothing to escape; redacted like every other message
     shown = st.error if st.state == "failed" else st.output if st.state == "finished" else None
     output = _rich(_clip(redact(" ".join(shown.split())), TASK_TEXT_CHARS)) if shown else None
