@@ -7,9 +7,19 @@ from typing import Any
 import pytest
 
 from tests.fakes.slack_api import Call, FakeSlackAPI
-from tests.fakes.slack_bot import Bot
-from tests.test_slack import approve_step_and_finish, click, mention, objective_id
+from tests.fakes.slack_bot import BOT_TOKEN, Bot
+from tests.test_slack import (
+    ALICE,
+    CHANNEL,
+    MALLORY,
+    approve_step_and_finish,
+    click,
+    mention,
+    objective_id,
+    with_buttons,
+)
 
+GOAL = "launch our SaaS in Japan [latency:120]"
 RANK = {"pending": 0, "in_progress": 1, "complete": 2}
 PLAN_NEEDLE = '"type": "plan"'  # how a plan block reads in a call's JSON
 
@@ -34,7 +44,7 @@ def progress_message(api: FakeSlackAPI) -> tuple[Call, list[Call]]:
 
 async def run_to_the_end(bot: Bot, api: FakeSlackAPI) -> int:
     # [latency:120]: each model call takes 120 ms, so steps are seen running
-    plan, _ = await mention(bot, api, "launch our SaaS in Japan [latency:120]")
+    plan, _ = await mention(bot, api, GOAL)
     oid = objective_id(bot)
     await click(bot, plan)
     await approve_step_and_finish(bot, api, oid)
@@ -78,3 +88,71 @@ async def test_a_workspace_whose_slack_refuses_the_plan_block_gets_sections_lear
     assert ":white_check_mark: `s1`" in edits[-1].text(), "today's checklist of sections"
     assert not api.posted("could not be posted"), "nothing was lost"
     assert sum("feature_unavailable" in r.getMessage() for r in caplog.records) == 1
+
+
+def sessions(api: FakeSlackAPI, thread_ts: str) -> list[str]:
+    """The statuses the thread's agent session was given, in order."""
+    calls = api.to("agents.sessions.setStatus")
+    assert all(c.params["channel_id"] == CHANNEL for c in calls)
+    return [c.params["status"] for c in calls if c.params.get("thread_ts") == thread_ts]
+
+
+async def test_the_session_processes_while_steps_run_is_suspended_while_waiting_then_closed(
+        bot: Bot, api: FakeSlackAPI) -> None:
+    plan, ts = await mention(bot, api, GOAL)
+    oid = objective_id(bot)
+    await bot.runtime.settle()
+    assert sessions(api, ts)[-1] == "suspended", "the plan waits for its approval"
+    assert api.to("agents.sessions.setStatus")[0].token == BOT_TOKEN
+    first = api.to("agents.sessions.setStatus")[0].params
+    assert "launch our SaaS in Japan" in first["title"] and first["initiator_user_id"] == ALICE
+    await click(bot, plan)
+    step = await api.wait_for(lambda: with_buttons(api, "Approval needed"), what="s5's approval")
+    await bot.runtime.settle()
+    seen = sessions(api, ts)
+    assert seen[-2:] == ["processing", "suspended"], "steps ran; now s5 waits for approval"
+    await click(bot, step[-1])
+    await api.wait_for(lambda: api.posted(f"Objective #{oid} finished"), what="the results")
+    await bot.runtime.settle()
+    seen = sessions(api, ts)
+    assert seen[-2:] == ["processing", "closed"]
+    assert all(a != b for a, b in zip(seen, seen[1:], strict=False)), "sent only when it changes"
+
+
+async def test_an_app_not_declared_as_an_agent_runs_as_before_asking_slack_once(
+        bot: Bot, api: FakeSlackAPI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    api.refuse("agents.sessions.setStatus", "not_authorized")
+    oid = await run_to_the_end(bot, api)
+    assert len([c for c in api.calls if c.method == "agents.sessions.setStatus"]) == 1
+    assert api.posted(f"Objective #{oid} finished") and not api.posted("could not be posted")
+    assert sum("feature_unavailable" in r.getMessage() for r in caplog.records) == 1
+
+
+async def stop(bot: Bot, user: str, thread_ts: str) -> None:
+    """A click on Slack's Stop button of the thread's agent session."""
+    delivery, _ = await bot.events.event({
+        "type": "agent_session_stopped", "user": user, "channel": CHANNEL,
+        "thread_ts": thread_ts, "event_ts": bot.events.next_ts(), "streaming_message_ts": []})
+    assert delivery.status == 200
+
+
+async def test_stop_from_the_requester_cancels_and_from_a_stranger_is_refused(
+        bot: Bot, api: FakeSlackAPI) -> None:
+    plan, ts = await mention(bot, api, GOAL)
+    oid = objective_id(bot)
+    await click(bot, plan)
+    await api.wait_for(lambda: sessions(api, ts)[-1:] == ["processing"], what="steps running")
+    await stop(bot, MALLORY, ts)
+    refusal = await api.wait_for(lambda: [c for c in api.to("chat.postEphemeral")
+                                          if c.params["user"] == MALLORY], what="the refusal")
+    assert refusal[0].params["thread_ts"] == ts
+    view = bot.runtime.swarm.view(oid)
+    assert view is not None and view.state == "running", "a stranger's Stop changes nothing"
+
+    await stop(bot, ALICE, ts)
+    await api.wait_for(lambda: (v := bot.runtime.swarm.view(oid)) and v.state == "cancelled",
+                       what="the cancel")
+    await bot.runtime.settle()
+    assert sessions(api, ts)[-1] == "closed"
+    assert api.posted(f"Cancelled by {ALICE}"), "the thread is told who stopped it"

@@ -4,14 +4,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+import bot.slack
 from swarm.store.models import OutboxEvent
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_bot import SECRET, Bot
@@ -99,6 +102,23 @@ async def test_uninstalling_in_single_workspace_mode_is_answered_and_ends_the_to
     assert rows and all(r.dead_at and r.attempts == 1 and r.last_error == "not_installed"
                         for r in rows)
     assert trouble(caplog) == []
+
+
+def subscribed() -> list[str]:
+    manifest = yaml.safe_load((Path(bot.slack.__file__).parent / "manifest.yml").read_text())
+    return manifest["settings"]["event_subscriptions"]["bot_events"]
+
+
+@pytest.mark.parametrize("subscription", subscribed())
+async def test_no_subscribed_event_gets_a_404_which_slack_would_retry(
+        bot: Bot, subscription: str) -> None:
+    kind, _, channel_type = subscription.partition(".")  # message.channels: a message event
+    event: dict[str, Any] = {"type": kind, "user": "U0ALICE", "channel": "C0GENERAL",
+                             "ts": bot.events.next_ts(), "event_ts": bot.events.next_ts()}
+    if channel_type:
+        event["channel_type"] = channel_type.removesuffix("s")
+    delivery, _ = await bot.events.event(event)
+    assert delivery.status == 200
 
 
 async def test_a_user_tokens_revocation_keeps_the_bot_token(bot: Bot, api: FakeSlackAPI) -> None:

@@ -110,7 +110,7 @@ def test_the_manifest_asks_for_what_the_bot_uses() -> None:
     manifest = yaml.safe_load((Path(bot.slack.__file__).parent / "manifest.yml").read_text())
     assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == sorted(BOT_SCOPES)
     settings = manifest["settings"]
-    assert {"app_mention", "message.channels", "reaction_added"} <= \
+    assert {"app_mention", "message.channels", "reaction_added", "agent_session_stopped"} <= \
         set(settings["event_subscriptions"]["bot_events"])
     assert settings["interactivity"]["is_enabled"] is True
     assert "socket_mode_enabled" in settings

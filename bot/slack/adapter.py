@@ -14,6 +14,7 @@ from bot.slack import render
 from bot.slack.errors import permanent
 from bot.slack.features import AGENT_BLOCKS, WorkspaceFeatures
 from bot.slack.install import BotTokens
+from bot.slack.sessions import AgentSessions
 from swarm.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -42,6 +43,7 @@ class SlackAdapter:
                  progress_interval_s: float = 1.0) -> None:
         self.swarm, self.client, self.tokens = swarm, client, tokens
         self.features = WorkspaceFeatures()
+        self.sessions = AgentSessions(client, tokens, self.features)
         self.refs = MessageRefs(swarm.db, self.platform)
         self.progress = ProgressMessages(self.refs, swarm.view, self._post_progress,
                                          self._edit_progress, interval_s=progress_interval_s)
@@ -54,6 +56,8 @@ class SlackAdapter:
             if (gone := permanent(exc)) is not None:
                 raise gone from exc
             raise
+        if (view := self.swarm.view(event.objective_id)) is not None:
+            await self.sessions.show(view)  # after the messages: it never holds them back
 
     async def _deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
         """Every message is posted once: each has a message ref (by objective, or by delivery

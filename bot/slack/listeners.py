@@ -174,6 +174,27 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
         await decide(client, approval_id, user, approve, channel,
                      text_of(body, "message", "thread_ts") or text_of(body, "message", "ts"))
 
+    @app.event("agent_session_stopped")
+    async def on_stop(body: dict[str, Any], event: dict[str, Any],
+                      client: AsyncWebClient) -> None:
+        """Slack's native Stop button: a cancel by whoever clicked it, through the same check
+        as `/swarm cancel` (Swarm.cancel checks the actor)."""
+        user, channel, root = text_of(event, "user"), text_of(event, "channel"), \
+            text_of(event, "thread_ts")
+        team = text_of(body, "team_id")
+        if not (user and channel and root and team):
+            return
+        running = swarm.objectives(thread=ThreadRef(PLATFORM, team, channel, root),
+                                   active_only=True, limit=1)
+        if not running:
+            return  # it ended meanwhile: its session is (being) closed
+        result = await on_swarm(swarm.cancel(running[0].id, user))
+        log.info("slack.session_stopped objective=%s user=%s cancelled=%s", running[0].id, user,
+                 result.ok)
+        if not result.ok:
+            await client.chat_postEphemeral(channel=channel, user=user, thread_ts=root,
+                                            text=escape(result.message))
+
     @app.command("/swarm")
     async def on_command(ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]) -> None:
         user, team = text_of(command, "user_id"), text_of(command, "team_id")

@@ -7,7 +7,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_API_URL = "https://slack.com/api/"
 # What the bot needs; keep in step with manifest.yml.
 BOT_SCOPES = ["app_mentions:read", "channels:history", "groups:history", "chat:write",
-              "commands", "reactions:read", "reactions:write", "files:write"]
+              "commands", "reactions:read", "reactions:write", "files:write",
+              "assistant:write"]  # agent sessions; granted once the app is declared an agent
 
 
 class SlackSettings(BaseSettings):

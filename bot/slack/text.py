@@ -42,9 +42,13 @@ def mrkdwn(markdown: str) -> str:
     return "\n".join(lines)
 
 
+def is_user_id(name: str) -> bool:
+    return bool(_USER_ID.match(name))
+
+
 def user(name: str) -> str:
     """A swarm user as Slack shows it: a mention for a Slack user id, else the name itself."""
-    return f"<@{name}>" if _USER_ID.match(name) else escape(name)
+    return f"<@{name}>" if is_user_id(name) else escape(name)
 
 
 def when(at: str | None) -> str:

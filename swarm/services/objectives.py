@@ -608,11 +608,17 @@ class Swarm:
             return objective_view(s, obj) if obj else None
 
     def objectives(self, *, team_id: str | None = None, active_only: bool = False,
-                   limit: int = 20) -> list[ObjectiveView]:
+                   limit: int = 20, thread: ThreadRef | None = None) -> list[ObjectiveView]:
+        """The latest first: of a team, or of one thread (e.g. the one whose Stop was clicked)."""
         with self.db.read() as s:
             q = select(Objective).order_by(Objective.id.desc()).limit(limit)
             if team_id is not None:
                 q = q.where(Objective.team_id == team_id)
+            if thread is not None:
+                q = q.where(Objective.platform == thread.platform,
+                            Objective.team_id == thread.team_id,
+                            Objective.channel_id == thread.channel_id,
+                            Objective.thread_id == thread.thread_id)
             if active_only:
                 q = q.where(Objective.state.not_in([st.value for st in TERMINAL_OBJECTIVE]))
             return [objective_view(s, o) for o in s.scalars(q)]

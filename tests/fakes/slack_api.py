@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 from tests.fakes.local_server import serve_locally
 
 TEAM_ID, BOT_USER_ID, BOT_ID, API_APP_ID = "T0TEAM", "U0BOT", "B0BOT", "A0APP"
+SESSION_STATUSES = frozenset({"active", "processing", "suspended", "closed"})  # Slack's enum
 
 
 @dataclass
@@ -187,6 +188,10 @@ class FakeSlackAPI:
                 return {"ok": True, "message_ts": self._next_ts()}
             case "reactions.add":
                 return {"ok": True}
+            case "agents.sessions.setStatus":
+                if p.get("status") not in SESSION_STATUSES or not p.get("channel_id"):
+                    return {"ok": False, "error": "invalid_arguments"}
+                return {"ok": True, "status": p["status"]}
             case "files.getUploadURLExternal":
                 file_id = f"F{next(self._ts):08d}"
                 return {"ok": True, "file_id": file_id,
