@@ -138,7 +138,7 @@ async def test_ids_past_64_bits_name_no_objective_and_no_approval(
                                    message_ts="1600000000.000001", thread_ts=None)
     assert click.status == 200
     told = await api.wait_for(lambda: api.to("chat.postEphemeral"), what="the refusal")
-    assert "no" in told[-1].params["text"].lower()
+    assert told[-1].params["text"] == f"There is no approval #{huge}."
     assert trouble(caplog) == []
 
 
