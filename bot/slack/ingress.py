@@ -3,6 +3,8 @@ answered plainly. Slack retries a 5xx, and a traceback per hostile request flood
 from __future__ import annotations
 
 import logging
+import traceback
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -85,5 +87,8 @@ async def on_error(error: Exception, body: Any,
         kind = body.get("type") if isinstance(body, dict) else None
         log.info("slack.request_unhandled type=%s", kind if isinstance(kind, str) else "?")
         return None
-    log.warning("slack.listener_failed error=%s", type(error).__name__)
+    # where it failed, in one line: enough to find a bug, without a payload-laden traceback
+    frames = traceback.extract_tb(error.__traceback__)
+    at = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    log.warning("slack.listener_failed error=%s at=%s", type(error).__name__, at)
     return BoltResponse(status=400, body="") if response is not None else None
