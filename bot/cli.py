@@ -11,11 +11,12 @@ from typing import Any
 
 from rich.console import Console
 
-from bot import memory_commands, serve
+from bot import commands, memory_commands, serve
 from bot.console.adapter import ConsoleAdapter
 from bot.console.render import spend_table, spend_text, status_table
 from bot.runtime import Runtime, configure_logging
 from swarm.config import Settings, SettingsError
+from swarm.contract import Principal
 from swarm.llm.budget import Ceiling, objective_key, team_key
 from swarm.llm.faults import DEMO_FAULTS, FaultPlan, FaultSpecError
 from swarm.states import ObjectiveState
@@ -178,6 +179,19 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         await rt.close()
 
 
+async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
+    """`threadswarm admin WORDS...`: the chat's `/swarm` grammar, at the console."""
+    text = " ".join(args.words)
+    rt = Runtime(settings, memory=None if text.split()[:1] == ["memory"] else False)
+    try:
+        who = Principal(args.user, args.team, "console", args.operator, args.channel)
+        reply = await commands.handle(rt.swarm, who, args.team, text)
+        console.print(reply.text, markup=False, highlight=False, soft_wrap=True)
+        return 0 if not reply.text.startswith(("Only ", "That is not", "I don't know")) else 1
+    finally:
+        await rt.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="threadswarm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -216,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit)
+    admin = sub.add_parser("admin", help="the chat's /swarm commands (`admin help`)")
+    admin.add_argument("words", nargs=argparse.REMAINDER,
+                       help="after the options, e.g. status 3, budget set team $50")
+    admin.add_argument("--user", default="you", help="who you are in the audit log")
+    admin.add_argument("--team", default="local")
+    admin.add_argument("--channel", default=None)
+    admin.add_argument("--operator", action="store_true",
+                       help="you run the server: act as an admin of the team")
+    admin.set_defaults(func=cmd_admin)
     serve.register(sub)
     memory_commands.register(sub)
     return parser

@@ -81,7 +81,16 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = 8
     outbox_keep_delivered_hours: float = 24.0
 
+    # Who may decide approvals and who may administer, besides what `/swarm approvers` and
+    # `/swarm admins` store per team in the database (and the platform's own admins).
     approvers: list[str] = []
+    admins: list[str] = []
+    approval_ttl_hours: float | None = None  # an approval older than this is refused as expired
+    max_plan_rejections: int = 2  # rejections with feedback that replan; the next one cancels
+    # Guardrails: extra secret patterns (regular expressions) to redact, and whether prompts
+    # are redacted too before they reach a model.
+    redact_patterns: list[str] = []
+    redact_prompts: bool = False
     roles_file: Path | None = None
     embedding_model: str | None = None
     memory_enabled: bool = True

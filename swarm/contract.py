@@ -22,6 +22,26 @@ class ThreadRef:
 
 
 @dataclass(frozen=True)
+class Principal:
+    """Who asks, as the platform reports it: an adapter states these facts and the swarm's
+    policy decides what they allow (swarm/services/policy.py). `platform_admin` is the
+    platform's own word: a Slack workspace admin or owner, a Discord member with Manage Server."""
+
+    user: str
+    team_id: str
+    platform: str = "console"
+    platform_admin: bool = False
+    channel_id: str | None = None
+
+    @property
+    def where(self) -> str:
+        return ":".join(p for p in (self.platform, self.team_id, self.channel_id) if p)
+
+
+Actor = Principal | str  # a bare user id: no platform facts, the objective's team
+
+
+@dataclass(frozen=True)
 class Started:
     objective_id: int
     duplicate: bool

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 
 from swarm.engine import attempt as steps
 from swarm.services.objectives import Swarm
+from swarm.services.policy import Policy
 from swarm.store import audit as audit_module
 from swarm.store.audit import audit, verify_chain
 from swarm.store.db import Database
@@ -217,16 +218,16 @@ def _race(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
           act: Callable[[Swarm, bool], Any], memory: Remembered) -> dict[bool, Any]:
     """Two processes act at the same moment: both read before either writes."""
     barrier = threading.Barrier(2)
-    real = Swarm.may_approve
+    real = Policy.may_decide
 
-    def slow(self: Swarm, obj: Any, user: str) -> bool:
+    def slow(self: Policy, s: Any, obj: Any, who: Any) -> bool:
         try:
             barrier.wait(timeout=1)
         except threading.BrokenBarrierError:  # the other one waits for our write lock
             pass
-        return real(self, obj, user)
+        return real(self, s, obj, who)
 
-    monkeypatch.setattr(Swarm, "may_approve", slow)
+    monkeypatch.setattr(Policy, "may_decide", slow)
     results: dict[bool, Any] = {}
 
     def replica(flag: bool) -> None:
@@ -245,7 +246,7 @@ def _race(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         t.start()
     for t in threads:
         t.join()
-    monkeypatch.setattr(Swarm, "may_approve", real)
+    monkeypatch.setattr(Policy, "may_decide", real)
     return results
 
 
@@ -315,13 +316,13 @@ def test_two_writers_never_fork_the_audit_chain(two_dbs: tuple[Database, Databas
     assert report.ok and report.entries == 3
 
 
-async def test_only_the_requester_or_an_approver_may_steer_an_objective(
+async def test_only_the_requester_or_an_admin_may_steer_an_objective(
         procs: Processes) -> None:
     a = procs.start()
     oid = await started(a)
     for act in (a.pause, a.cancel):
         refused = await act(oid, "mallory")
-        assert not refused.ok and "requester or a configured approver" in refused.message
+        assert not refused.ok and "requester or an admin" in refused.message
     view = a.view(oid)
     assert view is not None and view.state == "running"
     assert (await a.pause(oid, "alice")).ok

@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands
 from bot.refs import MessageRefs, approval_id_of
+from bot.slack.admins import WorkspaceAdmins
 from bot.slack.render import APPROVE_REACTIONS, REJECT_REACTIONS, parse_action_id
 from bot.slack.text import escape, from_slack
 from swarm.services.objectives import Swarm, UserError
@@ -66,6 +67,7 @@ class OnSwarm(Protocol):
 def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) -> None:
     """Reads (views, message refs) run here; every swarm write hops to the swarm's loop."""
     recent = RecentEvents()
+    admins = WorkspaceAdmins()
 
     async def drop_redelivered(body: dict[str, Any],
                                next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
@@ -195,15 +197,20 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
             await client.chat_postEphemeral(channel=channel, user=user, thread_ts=root,
                                             text=escape(result.message))
 
+    async def run_command(client: AsyncWebClient, user: str, team: str,
+                          command: dict[str, Any]) -> commands.CommandReply:
+        who = await admins.principal(client, team, user, text_of(command, "channel_id"))
+        return await on_swarm(commands.handle(swarm, who, team, text_of(command, "text") or ""))
+
     @app.command("/swarm")
-    async def on_command(ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]) -> None:
+    async def on_command(ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any],
+                         client: AsyncWebClient) -> None:
         user, team = text_of(command, "user_id"), text_of(command, "team_id")
         if not (user and team):
             await ack(text="This command came without its user or team.",
                       response_type="ephemeral")
             return
-        answer = asyncio.ensure_future(on_swarm(commands.handle(
-            swarm, user, team, text_of(command, "text") or "")))
+        answer = asyncio.ensure_future(run_command(client, user, team, command))
         try:  # answer in the ack when the swarm is quick, as it nearly always is
             reply = await asyncio.wait_for(asyncio.shield(answer), COMMAND_ACK_BUDGET_S)
         except TimeoutError:

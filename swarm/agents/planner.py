@@ -76,7 +76,8 @@ def find_cycle(plan: PlanSpec) -> list[str] | None:
 
 
 async def make_plan(llm: LLM, goal: str, roles: dict[str, Role], memories: list[str],
-                    ctx: CallContext, *, max_steps: int, repair_attempts: int) -> PlanSpec:
+                    ctx: CallContext, *, max_steps: int, repair_attempts: int,
+                    feedback: str | None = None) -> PlanSpec:
     role_lines = "\n".join(f"- {r.name}: {r.description}" for r in roles.values() if r.plannable)
     memory = "\n".join(f"- {m}" for m in memories) or "(none)"
     messages = [
@@ -84,6 +85,8 @@ async def make_plan(llm: LLM, goal: str, roles: dict[str, Role], memories: list[
                                              max_steps=max_steps)},
         {"role": "user", "content": render("planner_user", goal=goal, memory=memory)},
     ]
+    if feedback:  # the humans rejected the last plan and said why: this plan answers that
+        messages[1]["content"] += "\n" + render("planner_feedback", feedback=feedback)
     try:
         return await llm.structured("planner", messages, PlanSpec, ctx,
                                     validate=lambda plan: validate_plan(plan, roles, max_steps),

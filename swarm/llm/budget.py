@@ -26,6 +26,7 @@ from swarm.config import Settings
 from swarm.store.db import Database
 from swarm.store.models import BudgetCeiling, BudgetRequest, utcnow
 from swarm.store.spend import Spend, month_key, month_start, objective_spend, team_spend
+from swarm.store.team import setting
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ class Hold:
     estimate: Usage
 
 
+OBJECTIVE_BUDGET, TEAM_BUDGET = "budget.objective", "budget.team"  # team settings' names
+
+
 def objective_key(objective_id: int) -> str:
     return f"objective:{objective_id}"
 
@@ -102,10 +106,6 @@ class Budget:
     holds: list[Hold] = field(default_factory=list)
 
     @property
-    def enabled(self) -> bool:
-        return not (self.objective_default.unlimited and self.team_default.unlimited)
-
-    @property
     def objective_default(self) -> Ceiling:
         return Ceiling(self.settings.objective_budget_usd, self.settings.objective_budget_tokens)
 
@@ -113,6 +113,17 @@ class Budget:
     def team_default(self) -> Ceiling:
         return Ceiling(self.settings.team_monthly_budget_usd,
                        self.settings.team_monthly_budget_tokens)
+
+    def defaults(self, s: Session, team_id: str | None) -> tuple[Ceiling, Ceiling]:
+        """A team's ceilings per objective and per month: its own (`/swarm budget set`, kept
+        in the database) where it set one, else the settings'."""
+        objective, team = self.objective_default, self.team_default
+        if team_id is not None:
+            if (own := setting(s, team_id, OBJECTIVE_BUDGET)) is not None:
+                objective = Ceiling(own.get("usd"), own.get("tokens"))
+            if (own := setting(s, team_id, TEAM_BUDGET)) is not None:
+                team = Ceiling(own.get("usd"), own.get("tokens"))
+        return objective, team
 
     # -- before and after a call -----------------------------------------------------------
     def estimate(self, models: tuple[str, ...], messages: list[dict[str, Any]],
@@ -132,21 +143,24 @@ class Budget:
                 messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
                 schema: type[BaseModel] | None = None) -> Hold | None:
         """Hold the call's estimate, or raise BudgetExceeded if it would pass a ceiling."""
-        if not self.enabled or (objective_id is None and team_id is None):
+        if objective_id is None and team_id is None:
             return None
-        estimate = self.estimate(models, messages, tools, schema)
         with self.db.read() as s:
+            objective_default, team_default = self.defaults(s, team_id)
+            if objective_default.unlimited and team_default.unlimited:
+                return None
+            estimate = self.estimate(models, messages, tools, schema)
             if objective_id is not None:
                 key = objective_key(objective_id)
                 self._check(s, "objective", key, f"objective #{objective_id}",
-                            self.ceiling(s, key, self.objective_default),
+                            self.ceiling(s, key, objective_default),
                             _usage(objective_spend(s, objective_id))
                             + self._held(objective_id=objective_id), estimate)
             if team_id is not None:
                 now = utcnow()
                 key = team_key(team_id, month_key(now))
                 self._check(s, "team", key, f"team {team_id}'s {month_key(now)} spend",
-                            self.ceiling(s, key, self.team_default),
+                            self.ceiling(s, key, team_default),
                             _usage(team_spend(s, team_id, month_start(now)))
                             + self._held(team_id=team_id), estimate)
         hold = Hold(objective_id, team_id, estimate)

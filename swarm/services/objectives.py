@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ from swarm.agents.planner import PlanError, PlanSpec, make_plan
 from swarm.agents.roles import Role, binding, load_roles, needs_approval
 from swarm.agents.tools import ToolRegistry, default_tools
 from swarm.config import Settings
-from swarm.contract import Decision, Started, ThreadRef, UserError, valid_id
+from swarm.contract import Actor, Decision, Principal, Started, ThreadRef, UserError, valid_id
 from swarm.engine import leases
 from swarm.engine.attempt import StepServices
 from swarm.engine.driver import Driver, Executor
@@ -37,7 +38,8 @@ from swarm.llm.budget import Budget, BudgetExceeded
 from swarm.llm.calls import CallBook
 from swarm.llm.client import LLM, CallContext, LLMError, Recovery
 from swarm.redact import redact
-from swarm.services.policy import may_decide, refusal
+from swarm.services.policy import Policy, as_principal, refusal
+from swarm.services.team import TeamAdmin
 from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState, StepState
 from swarm.store.audit import audit
 from swarm.store.db import Database, after_commit
@@ -66,8 +68,17 @@ class Memory(Protocol):
 
     async def recall(self, team: str, query: str, k: int = 5) -> list[Any]: ...
 
+    async def forget(self, team: str, memory_id: int) -> bool: ...
 
-Planner = Callable[[str, list[str], CallContext], Awaitable[PlanSpec]]
+    def list(self, team: str, *, kind: str | None = None, limit: int = 50) -> list[Any]: ...
+
+
+class Planner(Protocol):
+    """goal, recalled memories, call context -> plan. After a rejection with feedback it is
+    called with `feedback=` too (so a planner hook that never sees one needs no such argument)."""
+
+    def __call__(self, goal: str, memories: list[str], ctx: CallContext, /,
+                 **feedback: str) -> Awaitable[PlanSpec]: ...
 
 
 class _Refused(Exception):
@@ -91,6 +102,7 @@ class Swarm:
                  tools: ToolRegistry | None = None, executor: Executor | None = None,
                  planner: Planner | None = None) -> None:
         self.settings, self.db = settings, db
+        self.policy = Policy(settings)
         self.planner = planner or self._manager_plan
         self.budget = Budget(settings, db)
         self.llm = llm or LLM(settings, self.budget)
@@ -107,6 +119,7 @@ class Swarm:
                                           self.hold_for_budget, self.calls),
                              self.finish_objective, executor)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.team = TeamAdmin(settings, db, self.policy, self.budget, lambda: self.memory)
 
     # -- background work -------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -207,10 +220,12 @@ class Swarm:
             obj = s.get(Objective, objective_id)
             assert obj is not None
             goal, team = obj.goal, obj.team_id
+            feedback = _feedback(s, obj)
         memories = await self.recall_texts(team, goal, self.settings.recall_k)
         ctx = CallContext(objective_id, None, team)
         try:
-            plan = await self.planner(goal, memories, ctx)
+            plan = await self.planner(goal, memories, ctx,
+                                      **({"feedback": feedback} if feedback else {}))
         except BudgetExceeded as exc:
             budget_exc = exc
 
@@ -256,7 +271,8 @@ class Swarm:
                           state=StepState.PENDING) for i, spec in enumerate(plan.steps)]
             s.add_all(steps)
             approval = Approval(objective_id=obj.id, kind="plan", state=ApprovalState.PENDING,
-                                title=f"Plan for: {goal}")
+                                title=f"Plan v{version} for: {goal}",
+                                binding=plan_binding(version), expires_at=self._expiry())
             s.add(approval)
             s.flush()
             emit(s, obj.thread, PlanProposed(
@@ -266,15 +282,21 @@ class Swarm:
             audit(s, "manager", "plan.proposed", obj.id, version=version,
                   steps=[st.key for st in steps])
 
-    async def _manager_plan(self, goal: str, memories: list[str], ctx: CallContext) -> PlanSpec:
+    async def _manager_plan(self, goal: str, memories: list[str], ctx: CallContext,
+                            feedback: str | None = None) -> PlanSpec:
         return await make_plan(self.llm, goal, self.roles, memories, ctx,
                                max_steps=self.settings.max_plan_steps,
-                               repair_attempts=self.settings.plan_repair_attempts)
+                               repair_attempts=self.settings.plan_repair_attempts,
+                               feedback=feedback)
 
-    def may_approve(self, obj: Objective | ObjectiveView, user: str) -> bool:
-        return may_decide(self.settings, obj.requester, user)
+    def _expiry(self) -> datetime | None:
+        ttl = self.settings.approval_ttl_hours
+        return None if ttl is None else utcnow() + timedelta(hours=ttl)
 
-    async def decide(self, approval_id: int, user: str, approve: bool,
+    def principal(self, actor: Actor, obj: Objective) -> Principal:
+        return as_principal(actor, obj.team_id, obj.platform)
+
+    async def decide(self, approval_id: int, user: Actor, approve: bool,
                      reason: str | None = None) -> Decision:
         """Approve or reject. Of two racing decisions (two clicks, two processes) exactly one is
         recorded; the other is told who decided first."""
@@ -289,19 +311,25 @@ class Swarm:
         except _Refused as refused:
             return Decision(False, refused.message)
 
-    def _decide(self, approval_id: int, user: str, approve: bool,
+    def _decide(self, approval_id: int, actor: Actor, approve: bool,
                 reason: str | None) -> Decision:
+        reason = redact(reason.strip()) if reason and reason.strip() else None
         with self.db.tx() as s:
             approval = s.get(Approval, approval_id) if valid_id(approval_id) else None
             if approval is None:
                 return Decision(False, f"There is no approval #{approval_id}.")
             obj = s.get(Objective, approval.objective_id)
             assert obj is not None
-            if approval.state != ApprovalState.PENDING:
-                return Decision(False, _already(approval))
-            if not self.may_approve(obj, user):
-                audit(s, user, "approval.refused", obj.id, approval=approval.id)
+            who = self.principal(actor, obj)
+            user = who.user
+            if not self.policy.may_decide(s, obj, who):
+                audit(s, user, "approval.refused", obj.id, where=who.where, approval=approval.id,
+                      approve=approve)
                 return Decision(False, refusal("decide"))
+            if (stale := _stale(approval, obj)) is not None:
+                audit(s, user, "approval.stale", obj.id, where=who.where, approval=approval.id,
+                      approve=approve, why=stale)
+                return Decision(False, stale)
             if obj.state in TERMINAL_OBJECTIVE:
                 return Decision(False, f"This objective is already {obj.state}.")
             to = ApprovalState.APPROVED if approve else ApprovalState.REJECTED
@@ -310,9 +338,9 @@ class Swarm:
             emit(s, obj.thread, ApprovalDecided(obj.id, approval.id, approval.kind,
                                                 approval.title, approve, user, reason,
                                                 (approval.decided_at or utcnow()).isoformat()))
-            audit(s, user, "approval.decided", obj.id, approval=approval.id, kind=approval.kind,
-                  approved=approve, reason=reason)
-            self._apply_decision(s, obj, approval, approve, user)
+            audit(s, user, "approval.decided", obj.id, where=who.where, approval=approval.id,
+                  kind=approval.kind, binding=approval.binding, approved=approve, reason=reason)
+            self._apply_decision(s, obj, approval, approve, user, reason)
             verb = "approved" if approve else "rejected"
             text = f"{user} {verb}: {approval.title}" + (f" ({reason})" if reason else "")
             team, oid = obj.team_id, obj.id
@@ -321,10 +349,14 @@ class Swarm:
         return Decision(True, f"{verb.capitalize()} by {user}.")
 
     def _apply_decision(self, s: Session, obj: Objective, approval: Approval, approve: bool,
-                        user: str) -> None:
+                        user: str, reason: str | None) -> None:
         if approval.kind == "plan":
-            if not approve:
-                self._end(s, obj, ObjectiveState.CANCELLED, f"The plan was rejected by {user}.")
+            if not approve and reason and self._rejections(s, obj) <= \
+                    self.settings.max_plan_rejections:
+                self._replan_with(s, obj, user, reason)
+            elif not approve:
+                self._end(s, obj, ObjectiveState.CANCELLED, f"The plan was rejected by {user}"
+                          + (f": {reason}" if reason else ".") )
             elif not move_objective(s, obj, ObjectiveState.RUNNING,
                                     only_from=[ObjectiveState.AWAITING_APPROVAL]):
                 raise _Refused(f"This objective is {obj.state} now.")
@@ -348,6 +380,28 @@ class Swarm:
                                           error=f"rejected by {user}")
             if not ok:
                 raise _Refused(f"This step is {step.state} now.")
+
+    def _rejections(self, s: Session, obj: Objective) -> int:
+        """Plan rejections with feedback so far, this one included."""
+        return len(s.scalars(select(Approval.id).where(
+            Approval.objective_id == obj.id, Approval.kind == "plan",
+            Approval.state == ApprovalState.REJECTED, Approval.reason.is_not(None))).all())
+
+    def _replan_with(self, s: Session, obj: Objective, user: str, reason: str) -> None:
+        """A plan rejected with a reason: the manager plans again from that feedback."""
+        if not move_objective(s, obj, ObjectiveState.PLANNING,
+                              f"Replanning with {user}'s feedback.",
+                              only_from=[ObjectiveState.AWAITING_APPROVAL]):
+            raise _Refused(f"This objective is {obj.state} now.")
+        for step in s.scalars(select(Step).where(Step.objective_id == obj.id,
+                                                 Step.plan_version == obj.plan_version)):
+            move_step(s, step, StepState.CANCELLED, only_from=[StepState.PENDING])
+        emit(s, obj.thread, Notice(obj.id, f"{user} rejected plan v{obj.plan_version}: "
+                                           f"{reason}. Replanning with that feedback."))
+        audit(s, user, "plan.replan_requested", obj.id, version=obj.plan_version,
+              feedback=reason)
+        oid = obj.id
+        after_commit(s, lambda: self._spawn(self._plan(oid)))
 
     async def reply(self, thread: ThreadRef, user: str, text: str,
                     event_key: str | None = None) -> bool:
@@ -401,22 +455,25 @@ class Swarm:
                 s.add(InboundEvent(event_key=event_key, objective_id=oid))
         return oid
 
-    async def cancel(self, objective_id: int, user: str) -> Decision:
+    async def cancel(self, objective_id: int, user: Actor) -> Decision:
+        """Stop an objective: its requester or an admin (checked here, whoever calls)."""
         return await self._decision(partial(self._cancel, objective_id, user),
                                     "objective.cancel")
 
-    def _cancel(self, objective_id: int, user: str) -> Decision:
+    def _cancel(self, objective_id: int, actor: Actor) -> Decision:
         with self.db.tx() as s:
             obj = s.get(Objective, objective_id) if valid_id(objective_id) else None
             if obj is None:
                 return Decision(False, f"There is no objective #{objective_id}.")
-            if not self.may_approve(obj, user):
-                audit(s, user, "objective.cancel_refused", obj.id)
+            who = self.principal(actor, obj)
+            user = who.user
+            if not self.policy.may_steer(s, obj, who):
+                audit(s, user, "objective.cancel_refused", obj.id, where=who.where)
                 return Decision(False, refusal("cancel"))
             if obj.state in TERMINAL_OBJECTIVE:
                 return Decision(False, f"Objective #{objective_id} is already {obj.state}.")
             self._end(s, obj, ObjectiveState.CANCELLED, f"Cancelled by {user}.")
-            audit(s, user, "objective.cancelled", obj.id)
+            audit(s, user, "objective.cancelled", obj.id, where=who.where)
             after_commit(s, lambda: self.engine.cancel(objective_id))
         return Decision(True, f"Objective #{objective_id} cancelled.")
 
@@ -435,26 +492,28 @@ class Swarm:
         return Decision(True, f"A picture of objective #{objective_id}'s plan is on its way to "
                               f"its thread.")
 
-    async def pause(self, objective_id: int, user: str) -> Decision:
+    async def pause(self, objective_id: int, user: Actor) -> Decision:
         return await self._pause_or_resume(objective_id, user, ObjectiveState.PAUSED)
 
-    async def resume(self, objective_id: int, user: str) -> Decision:
+    async def resume(self, objective_id: int, user: Actor) -> Decision:
         return await self._pause_or_resume(objective_id, user, ObjectiveState.RUNNING)
 
-    async def _pause_or_resume(self, objective_id: int, user: str,
+    async def _pause_or_resume(self, objective_id: int, user: Actor,
                                to: ObjectiveState) -> Decision:
         return await self._decision(partial(self._move, objective_id, user, to),
                                     f"objective.{to}")
 
-    def _move(self, objective_id: int, user: str, to: ObjectiveState) -> Decision:
+    def _move(self, objective_id: int, actor: Actor, to: ObjectiveState) -> Decision:
         want = ObjectiveState.RUNNING if to == ObjectiveState.PAUSED else ObjectiveState.PAUSED
         verb = "Paused" if to == ObjectiveState.PAUSED else "Resumed"
         with self.db.tx() as s:
             obj = s.get(Objective, objective_id) if valid_id(objective_id) else None
             if obj is None:
                 return Decision(False, f"There is no objective #{objective_id}.")
-            if not self.may_approve(obj, user):
-                audit(s, user, f"objective.{verb.lower()}_refused", obj.id)
+            who = self.principal(actor, obj)
+            user = who.user
+            if not self.policy.may_steer(s, obj, who):
+                audit(s, user, f"objective.{verb.lower()}_refused", obj.id, where=who.where)
                 return Decision(False, refusal(verb.lower().removesuffix("d")))
             if obj.state != want:
                 return Decision(False, f"Objective #{objective_id} is {obj.state}, not {want}.")
@@ -464,7 +523,7 @@ class Swarm:
             if not move_objective(s, obj, to, f"{verb} by {user}.", only_from=[want]):
                 raise _Refused(f"Objective #{objective_id} is {obj.state} now.")
             emit(s, obj.thread, ObjectiveStateChanged(obj.id, to, user, obj.state_reason))
-            audit(s, user, f"objective.{verb.lower()}", obj.id)
+            audit(s, user, f"objective.{verb.lower()}", obj.id, where=who.where)
             after_commit(s, lambda: self.engine.poke(objective_id))
         return Decision(True, f"Objective #{objective_id} {to}.")
 
@@ -633,6 +692,34 @@ class Swarm:
         with self.db.read() as s:
             return list(s.scalars(select(Question).where(
                 Question.objective_id == objective_id, Question.closed_at.is_(None))))
+
+
+def plan_binding(version: int) -> str:
+    return f"plan:v{version}"
+
+
+def _feedback(s: Session, obj: Objective) -> str | None:
+    """The reason given with the rejection of the objective's current plan, if any."""
+    if obj.plan_version == 0:
+        return None
+    return s.scalar(select(Approval.reason).where(
+        Approval.objective_id == obj.id, Approval.kind == "plan",
+        Approval.binding == plan_binding(obj.plan_version),
+        Approval.state == ApprovalState.REJECTED))
+
+
+def _stale(approval: Approval, obj: Objective) -> str | None:
+    """Why `approval` can no longer be decided: already decided, for a plan since replaced,
+    or expired. None while it still stands for exactly what it showed."""
+    if approval.state != ApprovalState.PENDING:
+        return _already(approval)
+    if approval.kind == "plan" and approval.binding not in (None,
+                                                            plan_binding(obj.plan_version)):
+        return (f"That plan was replaced by plan v{obj.plan_version}: decide on the newest "
+                f"plan's message.")
+    if approval.expires_at is not None and approval.expires_at <= utcnow():
+        return "This approval expired; ask for it again (`/swarm status` shows where it is)."
+    return None
 
 
 def _already(approval: Approval) -> str:

@@ -177,8 +177,36 @@ class Approval(Base):
     decided_by: Mapped[str | None] = mapped_column(String(128), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
-    # a step approval binds to what it showed: the digest of the step's role and instructions
+    # An approval binds to what it showed: a step approval to the digest of the step's role
+    # and instructions, a plan approval to the plan version ("plan:v3").
     binding: Mapped[str | None] = mapped_column(String(64), default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+
+class TeamMember(Base):
+    """A user a team named an admin or an approver (`/swarm admins add`, `approvers add`)."""
+
+    __tablename__ = "team_members"
+    __table_args__ = (UniqueConstraint("team_id", "role", "user"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # admin | approver
+    user: Mapped[str] = mapped_column(String(128))
+    added_by: Mapped[str] = mapped_column(String(128))
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TeamSetting(Base):
+    """A team's own setting, changed by a command: budgets, digests. Survives restarts."""
+
+    __tablename__ = "team_settings"
+    __table_args__ = (UniqueConstraint("team_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[dict[str, Any]] = mapped_column()
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class Question(Base):

@@ -53,6 +53,7 @@ class FakeSlackAPI:
         self.socket_received: list[dict[str, Any]] = []
         self.installs: dict[str, str] = {}  # OAuth code -> team id it installs into
         self.uploaded: dict[str, bytes] = {}  # file id -> the bytes sent to its upload URL
+        self.workspace_admins: set[str] = set()  # users.info says is_admin for these
         self._ts = itertools.count(1)
         self._limited: dict[str, tuple[int, int]] = {}
         self._refusals: list[Refusal] = []
@@ -67,6 +68,7 @@ class FakeSlackAPI:
     async def start(self) -> FakeSlackAPI:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack_sdk GETs users.info
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket_mode)
         self._runner, self.port = await serve_locally(app)
@@ -192,6 +194,11 @@ class FakeSlackAPI:
                 if p.get("status") not in SESSION_STATUSES or not p.get("channel_id"):
                     return {"ok": False, "error": "invalid_arguments"}
                 return {"ok": True, "status": p["status"]}
+            case "users.info":
+                user = p.get("user", "")
+                return {"ok": True, "user": {"id": user, "team_id": team, "name": user.lower(),
+                                             "is_admin": user in self.workspace_admins,
+                                             "is_owner": False, "is_primary_owner": False}}
             case "files.getUploadURLExternal":
                 file_id = f"F{next(self._ts):08d}"
                 return {"ok": True, "file_id": file_id,
