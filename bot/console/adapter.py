@@ -91,7 +91,11 @@ class ConsoleAdapter:
                                "`threadswarm resume` asks again.")
             return
         approve = answer.strip().lower() in ("y", "yes", "ok", "approve")
-        result = await self.swarm.decide(approval_id, self.user, approve)
+        reason = None
+        if not approve and self.swarm.pending_plan(approval_id):  # with a reason: a new plan
+            reason = await self._ask("  What should change? (the manager replans from it; "
+                                     "empty: stop the objective) ")
+        result = await self.swarm.decide(approval_id, self.user, approve, reason or None)
         self.console.print(f"  {result.message}")
 
     async def answer(self, thread: ThreadRef, question_id: int, question: str) -> None:

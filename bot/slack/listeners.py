@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections import OrderedDict
@@ -18,7 +19,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import commands
 from bot.refs import MessageRefs, approval_id_of
 from bot.slack.admins import WorkspaceAdmins
-from bot.slack.render import APPROVE_REACTIONS, REJECT_REACTIONS, parse_action_id
+from bot.slack.render import (
+    APPROVE_REACTIONS,
+    REASON_BLOCK,
+    REASON_INPUT,
+    REJECT_REACTIONS,
+    REJECT_VIEW,
+    parse_action_id,
+    reject_modal,
+)
 from bot.slack.text import escape, from_slack
 from swarm.services.objectives import Swarm, UserError
 from swarm.store.models import MessageRef, ThreadRef
@@ -81,8 +90,8 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
     app.middleware(drop_redelivered)
 
     async def decide(client: AsyncWebClient, approval_id: int, user: str, approve: bool,
-                     channel: str, thread_ts: str | None) -> None:
-        result = await on_swarm(swarm.decide(approval_id, user, approve))
+                     channel: str, thread_ts: str | None, reason: str | None = None) -> None:
+        result = await on_swarm(swarm.decide(approval_id, user, approve, reason))
         if result.ok:
             log.info("slack.approval_decided approval=%s user=%s approve=%s", approval_id, user,
                      approve)
@@ -173,8 +182,29 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
         if parsed is None or not (user and channel):
             return
         approve, approval_id = parsed
-        await decide(client, approval_id, user, approve, channel,
-                     text_of(body, "message", "thread_ts") or text_of(body, "message", "ts"))
+        channel_thread = text_of(body, "message", "thread_ts") or text_of(body, "message", "ts")
+        trigger = text_of(body, "trigger_id")
+        if not approve and trigger and swarm.pending_plan(approval_id):
+            await client.views_open(trigger_id=trigger,
+                                    view=reject_modal(approval_id, channel, channel_thread))
+            return  # the decision comes with the modal's submission, and its reason
+        await decide(client, approval_id, user, approve, channel, channel_thread)
+
+    @app.view(REJECT_VIEW)
+    async def on_reject_reason(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                               client: AsyncWebClient) -> None:
+        await ack()
+        user = text_of(body, "user", "id")
+        try:
+            meta = json.loads(text_of(view, "private_metadata") or "{}")
+            approval_id, channel = int(meta["approval"]), str(meta["channel"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("slack.reject_view_without_approval")
+            return
+        if user is None:
+            return
+        reason = text_of(view, "state", "values", REASON_BLOCK, REASON_INPUT, "value")
+        await decide(client, approval_id, user, False, channel, meta.get("thread_ts"), reason)
 
     @app.event("agent_session_stopped")
     async def on_stop(body: dict[str, Any], event: dict[str, Any],

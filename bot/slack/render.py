@@ -1,6 +1,7 @@
 """Block Kit messages from swarm events and objective views."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,25 @@ def buttons(approval_id: int) -> Block:
          "value": str(approval_id), "text": {"type": "plain_text", "text": "Approve"}},
         {"type": "button", "style": "danger", "action_id": action_id(REJECT, approval_id),
          "value": str(approval_id), "text": {"type": "plain_text", "text": "Reject"}}]}
+
+
+REJECT_VIEW, REASON_BLOCK, REASON_INPUT = "reject_plan", "reason", "reason_text"
+
+
+def reject_modal(approval_id: int, channel: str, thread_ts: str | None) -> dict[str, Any]:
+    """Rejecting a plan asks why: with a reason the manager replans from it."""
+    return {"type": "modal", "callback_id": REJECT_VIEW,
+            "private_metadata": json.dumps({"approval": approval_id, "channel": channel,
+                                            "thread_ts": thread_ts}),
+            "title": {"type": "plain_text", "text": "Reject the plan"},
+            "submit": {"type": "plain_text", "text": "Reject"},
+            "close": {"type": "plain_text", "text": "Cancel"},
+            "blocks": [{"type": "input", "block_id": REASON_BLOCK, "optional": True,
+                        "label": {"type": "plain_text", "text": "What should change?"},
+                        "hint": {"type": "plain_text", "text": "The manager makes a new plan "
+                                 "from this. Leave it empty to stop the objective."},
+                        "element": {"type": "plain_text_input", "action_id": REASON_INPUT,
+                                    "multiline": True, "max_length": 2000}}]}
 
 
 def _clip(text: str, chars: int) -> str:

@@ -38,7 +38,7 @@ PROVIDER = "offline"
 _MARKERS = ("OBJECTIVE", "GOAL", "STEP", "INSTRUCTIONS", "INPUTS FROM EARLIER STEPS",
             "SHARED NOTES", "ANSWERS FROM THE HUMANS", "CRITIQUE OF YOUR LAST ATTEMPT",
             "OUTPUT TO REVIEW", "MEMORY", "VALIDATION ERRORS", "TASK", "ROLE", "ERROR",
-            "LAST OUTPUT", "EARLIER INTERVENTIONS", "ROLES")
+            "LAST OUTPUT", "EARLIER INTERVENTIONS", "ROLES", "FEEDBACK ON THE REJECTED PLAN")
 _LATENCY = re.compile(r"\[latency:(\d+(?:\.\d+)?)\]")
 _FORCED = re.compile(r"\[troubleshoot:(retry|replan|ask)\]")
 _SECTION = re.compile(r"^({}):\s?".format("|".join(map(re.escape, _MARKERS))), re.MULTILINE)
@@ -62,7 +62,7 @@ def _subject(goal: str) -> str:
     return re.sub(r"\[[a-z\-:0-9]+\]", "", goal).strip().rstrip(".") or "the objective"
 
 
-def make_plan(goal: str, repaired: bool) -> dict[str, Any]:
+def make_plan(goal: str, repaired: bool, feedback: str = "") -> dict[str, Any]:
     subject = _subject(goal)
     ask = "ask" in goal.lower().split() or "?" in goal
     steps: list[dict[str, Any]] = [
@@ -86,8 +86,9 @@ def make_plan(goal: str, repaired: bool) -> dict[str, Any]:
     broken = "[malformed-plan]" in goal or ("[malformed-plan-once]" in goal and not repaired)
     if broken:
         steps[0]["depends_on"] = ["s3"]  # a cycle: s1 -> s3 -> s1
-    return {"rationale": f"Research and analysis run in parallel, then the draft, then review "
-                         f"and rollout in parallel, for: {subject}.", "steps": steps}
+    revised = f"Revised for the team's feedback ({feedback}). " if feedback else ""
+    return {"rationale": f"{revised}Research and analysis run in parallel, then the draft, then "
+                         f"review and rollout in parallel, for: {subject}.", "steps": steps}
 
 
 def critic_verdict(prompt: str) -> dict[str, Any]:
@@ -182,8 +183,9 @@ class OfflineProvider(CustomLLM):
         prompt = "\n".join(str(m.get("content") or "") for m in messages)
         fmt = (optional_params.get("response_format") or {}).get("json_schema", {}).get("name")
         if fmt == "PlanSpec":
-            goal = sections(prompt).get("GOAL", "")
-            plan = make_plan(goal, repaired="VALIDATION ERRORS" in prompt)
+            found = sections(prompt)
+            plan = make_plan(found.get("GOAL", ""), repaired="VALIDATION ERRORS" in prompt,
+                             feedback=found.get("FEEDBACK ON THE REJECTED PLAN", ""))
             return {"role": "assistant", "content": json.dumps(plan)}
         if fmt == "CriticVerdict":
             return {"role": "assistant", "content": json.dumps(critic_verdict(prompt))}

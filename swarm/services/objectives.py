@@ -688,6 +688,15 @@ class Swarm:
                 Approval.objective_id == objective_id,
                 Approval.state == ApprovalState.PENDING).order_by(Approval.id)))
 
+    def pending_plan(self, approval_id: int) -> bool:
+        """Whether `approval_id` is a plan approval still waiting (rejecting one asks why)."""
+        if not valid_id(approval_id):
+            return False
+        with self.db.read() as s:
+            approval = s.get(Approval, approval_id)
+            return approval is not None and approval.kind == "plan" and \
+                approval.state == ApprovalState.PENDING
+
     def open_questions(self, objective_id: int) -> list[Question]:
         with self.db.read() as s:
             return list(s.scalars(select(Question).where(
@@ -711,12 +720,12 @@ def _feedback(s: Session, obj: Objective) -> str | None:
 def _stale(approval: Approval, obj: Objective) -> str | None:
     """Why `approval` can no longer be decided: already decided, for a plan since replaced,
     or expired. None while it still stands for exactly what it showed."""
-    if approval.state != ApprovalState.PENDING:
-        return _already(approval)
     if approval.kind == "plan" and approval.binding not in (None,
                                                             plan_binding(obj.plan_version)):
         return (f"That plan was replaced by plan v{obj.plan_version}: decide on the newest "
                 f"plan's message.")
+    if approval.state != ApprovalState.PENDING:
+        return _already(approval)
     if approval.expires_at is not None and approval.expires_at <= utcnow():
         return "This approval expired; ask for it again (`/swarm status` shows where it is)."
     return None

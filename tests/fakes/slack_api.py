@@ -194,6 +194,10 @@ class FakeSlackAPI:
                 if p.get("status") not in SESSION_STATUSES or not p.get("channel_id"):
                     return {"ok": False, "error": "invalid_arguments"}
                 return {"ok": True, "status": p["status"]}
+            case "views.open":
+                return {"ok": True, "view": {"id": f"V{next(self._ts):08d}",
+                                             **(p.get("view") if isinstance(p.get("view"), dict)
+                                                else json.loads(p.get("view") or "{}"))}}
             case "users.info":
                 user = p.get("user", "")
                 return {"ok": True, "user": {"id": user, "team_id": team, "name": user.lower(),

@@ -120,6 +120,17 @@ class SlackEvents:
         body = urlencode({"payload": json.dumps(payload)})
         return await self.post(body, "application/x-www-form-urlencoded", **kw)
 
+    async def submit_view(self, view: dict[str, Any], values: dict[str, dict[str, Any]], *,
+                          user: str) -> Delivery:
+        """A modal's submission (view_submission), with what the user typed in its inputs."""
+        payload = {"type": "view_submission", "api_app_id": API_APP_ID,
+                   "team": {"id": self.team_id, "domain": "acme"},
+                   "user": {"id": user, "username": user, "team_id": self.team_id},
+                   "view": {**view, "id": view.get("id", "V1"), "team_id": self.team_id,
+                            "state": {"values": values}}}
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.post(body, "application/x-www-form-urlencoded")
+
     async def command(self, text: str, *, user: str = "U0ALICE",
                       channel: str = "C0GENERAL") -> Delivery:
         body = urlencode({"token": "unused", "team_id": self.team_id, "team_domain": "acme",
