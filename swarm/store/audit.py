@@ -56,17 +56,31 @@ class ChainReport:
 
 
 def verify_chain(session: Session) -> ChainReport:
-    prev, count = GENESIS, 0
+    """Walk the chain in id order; the first entry that does not follow names the tampering:
+    edited (its hash no longer matches its content), moved (intact, but it follows another
+    entry's hash), or preceded by a deleted entry (intact, following a hash no row has)."""
+    hashes = set(session.scalars(select(AuditEntry.hash)))
+    prev, prev_id, count = GENESIS, 0, 0
     for entry in session.scalars(select(AuditEntry).order_by(AuditEntry.id)):
         count += 1
-        if entry.prev_hash != prev:
-            return ChainReport(False, count, entry.id, "a previous entry was removed or changed")
-        expected = _digest(prev, entry.at, entry.actor, entry.action, entry.objective_id,
-                           entry.detail)
-        if entry.hash != expected:
+        intact = entry.hash == _digest(entry.prev_hash, entry.at, entry.actor, entry.action,
+                                       entry.objective_id, entry.detail)
+        if not intact:
             return ChainReport(False, count, entry.id, "this entry was edited")
-        prev = entry.hash
+        if entry.prev_hash != prev:
+            if entry.prev_hash in hashes:
+                return ChainReport(False, count, entry.id,
+                                   "this entry was moved: it does not follow the entry before it")
+            if entry.id == prev_id + 1:  # nothing missing: the one before was rewritten
+                return ChainReport(False, count - 1, prev_id,
+                                   "this entry was edited and its hash recomputed")
+            missing = f"#{prev_id + 1}" if entry.id == prev_id + 2 else \
+                f"#{prev_id + 1}..#{entry.id - 1}"
+            return ChainReport(False, count, entry.id,
+                               f"the entry before it was deleted ({missing})")
+        prev, prev_id = entry.hash, entry.id
     head = session.get(AuditHead, 1)
     if head is not None and head.hash != prev:
-        return ChainReport(False, count, None, "the newest entries were removed")
+        return ChainReport(False, count, None,
+                           f"the newest entries were deleted (after #{prev_id})")
     return ChainReport(True, count)
