@@ -95,11 +95,11 @@ async def test_only_the_requester_or_an_approver_can_approve(swarm: Swarm) -> No
     assert not again.ok and "Already approved by bob" in again.message
 
 
-async def test_rejecting_the_plan_cancels_the_objective(swarm: Swarm) -> None:
+async def test_rejecting_the_plan_without_a_reason_cancels_the_objective(swarm: Swarm) -> None:
     started = await swarm.start_objective(GOAL, THREAD, "alice", "evt-1")
     await swarm.join()
     approval = swarm.pending_approvals(started.objective_id)[0]
-    await swarm.decide(approval.id, "alice", False, "too expensive")
+    await swarm.decide(approval.id, "alice", False)  # with a reason it is replanned instead
     await swarm.join()
     view = swarm.view(started.objective_id)
     assert view is not None and view.state == "cancelled"

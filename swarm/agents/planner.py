@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from swarm.agents.roles import Role
 from swarm.llm.client import LLM, CallContext, StructuredOutputError
-from swarm.prompts import render
+from swarm.prompts import quote, render
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,12 @@ async def make_plan(llm: LLM, goal: str, roles: dict[str, Role], memories: list[
                     ctx: CallContext, *, max_steps: int, repair_attempts: int,
                     feedback: str | None = None) -> PlanSpec:
     role_lines = "\n".join(f"- {r.name}: {r.description}" for r in roles.values() if r.plannable)
-    memory = "\n".join(f"- {m}" for m in memories) or "(none)"
+    memory = quote("team memory", "\n".join(f"- {m}" for m in memories)) if memories \
+        else "(none)"
     messages = [
         {"role": "system", "content": render("planner_system", roles=role_lines,
-                                             max_steps=max_steps)},
+                                             max_steps=max_steps,
+                                             data_rule=render("data_rule"))},
         {"role": "user", "content": render("planner_user", goal=goal, memory=memory)},
     ]
     if feedback:  # the humans rejected the last plan and said why: this plan answers that

@@ -75,10 +75,17 @@ class ToolRegistry:
     def schemas(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
         return [self._tools[n].schema for n in names if n in self._tools]
 
-    async def call(self, name: str, ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    async def call(self, name: str, ctx: ToolContext, arguments: dict[str, Any], *,
+                   allowed: tuple[str, ...] | None = None) -> str:
+        """Run a tool the model called; `allowed` is the role's allow-list (roles file): a
+        tool it does not name is refused, whatever the model asks."""
         tool = self._tools.get(name)
         if tool is None:
             return f"error: there is no tool named {name!r}"
+        if allowed is not None and name not in allowed:
+            log.warning("tools.refused tool=%s objective=%s step=%s", name, ctx.objective_id,
+                        ctx.step_id)
+            return f"error: the tool {name!r} is not allowed for this role"
         if "_invalid" in arguments:
             return "error: the arguments were not a JSON object; call the tool again"
         try:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from swarm.agents.roles import Role
 from swarm.agents.tools import NeedsHumans, ToolContext, ToolRegistry
 from swarm.llm.client import LLM, CallContext
-from swarm.prompts import render
+from swarm.prompts import quote, render
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class WorkerResult:
 
 async def run_worker(llm: LLM, role: Role, brief: StepBrief, tools: ToolRegistry,
                      tool_ctx: ToolContext, ctx: CallContext, max_rounds: int) -> WorkerResult:
-    messages = [{"role": "system", "content": role.system_prompt},
+    system = f"{role.system_prompt}\n{render('data_rule')}" if role.tools else role.system_prompt
+    messages = [{"role": "system", "content": system},
                 {"role": "user", "content": brief.prompt()}]
     schemas = tools.schemas(role.tools)
     for _ in range(max_rounds):
@@ -51,9 +52,11 @@ async def run_worker(llm: LLM, role: Role, brief: StepBrief, tools: ToolRegistry
         messages.append(reply.message)
         for call in reply.tool_calls:
             try:
-                result = await tools.call(call.name, tool_ctx, call.arguments)
+                result = await tools.call(call.name, tool_ctx, call.arguments,
+                                          allowed=role.tools)
             except NeedsHumans as ask:
                 return WorkerResult(question=ask.question)
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            messages.append({"role": "tool", "tool_call_id": call.id,
+                             "content": quote(f"tool {call.name}", result)})
     reply = await llm.complete(role.tier, messages, ctx)  # out of tool rounds: answer now
     return WorkerResult(output=reply.content)

@@ -23,6 +23,7 @@ from swarm.llm.budget import Budget, Hold, Usage
 from swarm.llm.faults import FaultInjector, FaultPlan
 from swarm.llm.router import Chain, build_router, chains
 from swarm.prompts import render
+from swarm.redact import redact_messages
 from swarm.store.models import LLMCall, utcnow
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,8 @@ class LLM:
                     *, tools: list[dict[str, Any]] | None = None,
                     response_format: type[BaseModel] | None = None) -> Completion:
         reach = self.chains[tier].from_group(group)
+        if self.settings.redact_prompts:  # a secret in a goal, a note or an answer stays here
+            messages = redact_messages(messages)
         hold = self.budget.reserve(ctx.objective_id, ctx.team_id, reach, messages, tools,
                                    response_format) \
             if self.budget is not None else None  # raises BudgetExceeded: nothing is sent

@@ -37,7 +37,8 @@ from swarm.llm import prices
 from swarm.llm.budget import Budget, BudgetExceeded
 from swarm.llm.calls import CallBook
 from swarm.llm.client import LLM, CallContext, LLMError, Recovery
-from swarm.redact import redact
+from swarm.redact import configure as configure_redaction
+from swarm.redact import install_log_redaction, redact
 from swarm.services.policy import Policy, as_principal, refusal
 from swarm.services.team import TeamAdmin
 from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, RunState, StepState
@@ -102,6 +103,8 @@ class Swarm:
                  tools: ToolRegistry | None = None, executor: Executor | None = None,
                  planner: Planner | None = None) -> None:
         self.settings, self.db = settings, db
+        configure_redaction(settings.redact_patterns)
+        install_log_redaction()
         self.policy = Policy(settings)
         self.planner = planner or self._manager_plan
         self.budget = Budget(settings, db)

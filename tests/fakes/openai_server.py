@@ -25,6 +25,7 @@ class Reply:
     retry_after: int | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # the model calls these tools
 
 
 def ok(content: str | None = None, **usage: int) -> Reply:
@@ -79,6 +80,7 @@ class FakeOpenAI:
     received: list[Received] = field(default_factory=list)
     _scripts: dict[str, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
     _rules: list[tuple[tuple[str, ...], Reply]] = field(default_factory=list)
+    _once: list[tuple[tuple[str, ...], Reply]] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     _rehearsal: OfflineProvider = field(default_factory=OfflineProvider)
@@ -94,6 +96,10 @@ class FakeOpenAI:
     def fail_when(self, *texts: str, reply: Reply | None = None) -> None:
         """Every request whose messages contain all of `texts` gets `reply` (default 500)."""
         self._rules.append((texts, reply or server_error()))
+
+    def once_when(self, *texts: str, reply: Reply) -> None:
+        """The first request whose messages contain all of `texts` gets `reply`."""
+        self._once.append((texts, reply))
 
     def requests(self, model: str | None = None) -> list[Received]:
         return [r for r in self.received if model is None or r.model == model]
@@ -125,6 +131,10 @@ class FakeOpenAI:
         self.received.append(got)
         script = self._scripts.get(got.model)
         rule = next((r for texts, r in self._rules if all(x in got.text for x in texts)), None)
+        once = next((i for i, (texts, _) in enumerate(self._once)
+                     if all(x in got.text for x in texts)), None)
+        if rule is None and once is not None:
+            rule = self._once.pop(once)[1]
         reply = rule or (script.popleft() if script else Reply())
         delay = reply.delay_s or (offline.marked_latency(body.get("messages", [])) or 0.0
                                   if self.latency_marker else 0.0)
@@ -155,6 +165,8 @@ class FakeOpenAI:
             "usage": got.usage})
 
     def _message(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        if reply.tool_calls:
+            return {"role": "assistant", "content": None, "tool_calls": reply.tool_calls}
         if reply.content is not None:
             return {"role": "assistant", "content": reply.content}
         params = {"response_format": body.get("response_format"), "tools": body.get("tools")}
