@@ -49,11 +49,11 @@ def _members(role: str) -> object:
 
 
 command("approvers", "approvers [list | add @user | remove @user]",
-        "who may decide approvals (admins change it)",
+        "who may decide approvals",
         forms=("approvers", "approvers list", "approvers add|remove @USER"),
         admin=True)(_members("approver"))  # type: ignore[arg-type]
 command("admins", "admins [list | add @user | remove @user]",
-        "who may administer the swarm here (admins change it)",
+        "who may administer the swarm here",
         forms=("admins", "admins list", "admins add|remove @USER"),
         admin=True)(_members("admin"))  # type: ignore[arg-type]
 

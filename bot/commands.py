@@ -52,7 +52,8 @@ class Command:
     stand_in: bool = False  # answers until the module that owns the name registers it
 
     def help(self) -> str:
-        lines = [f"`{self.usage}` — {self.summary}" + (" (admins)" if self.admin else "")]
+        lines = [f"`{self.usage}` — {self.summary}" + (" (changes: admins)" if self.admin
+                                                        else "")]
         if self.forms and len(self.forms) > 1:
             lines += [f"  `{f}`" for f in self.forms]
         return "\n".join(lines)
@@ -122,7 +123,7 @@ async def handle(swarm: Swarm, actor: Principal | str, team_id: str,
 
 
 def help_text() -> CommandReply:
-    lines = [f"`{c.usage}` — {c.summary}" + (" (admins)" if c.admin else "")
+    lines = [f"`{c.usage}` — {c.summary}" + (" (changes: admins)" if c.admin else "")
              for c in COMMANDS.values()]
     return CommandReply("Commands:\n" + "\n".join(lines))
 

@@ -30,3 +30,19 @@ async def test_a_reject_click_asks_why_and_the_reason_gets_a_new_plan(
                                what="the stale click's answer")
     assert stale[0].params["user"] == ALICE
     assert bot.runtime.swarm.view(oid).state == "awaiting_approval"  # type: ignore[union-attr]
+
+
+async def test_a_workspace_admin_may_decide_and_slack_is_asked_once_a_minute(
+        bot: Bot, api: FakeSlackAPI) -> None:
+    api.workspace_admins.add("U0BOSS")
+    plan, _ = await mention(bot, api, "launch our SaaS in Japan")
+    oid = objective_id(bot)
+    await click(bot, plan, "approve", user="U0MALLORY")
+    await api.wait_for(lambda: api.to("chat.postEphemeral"), what="the refusal")
+    assert bot.runtime.swarm.view(oid).state == "awaiting_approval"  # type: ignore[union-attr]
+    await click(bot, plan, "approve", user="U0BOSS")
+    await api.wait_for(lambda: bot.runtime.swarm.view(oid).state == "running",  # type: ignore[union-attr]
+                       what="the admin's approval")
+    assert "budget" in (await bot.events.command("help", user="U0BOSS")).json()["text"]
+    asked = [c.params["user"] for c in api.to("users.info")]
+    assert sorted(asked) == ["U0BOSS", "U0MALLORY"]  # cached: the command asked no more

@@ -89,9 +89,12 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
 
     app.middleware(drop_redelivered)
 
-    async def decide(client: AsyncWebClient, approval_id: int, user: str, approve: bool,
-                     channel: str, thread_ts: str | None, reason: str | None = None) -> None:
-        result = await on_swarm(swarm.decide(approval_id, user, approve, reason))
+    async def decide(client: AsyncWebClient, context: AsyncBoltContext, approval_id: int,
+                     user: str, approve: bool, channel: str, thread_ts: str | None,
+                     reason: str | None = None) -> None:
+        who = await admins.principal(client, context.team_id, user, channel) \
+            if context.team_id else user  # the policy decides; Slack says who is an admin
+        result = await on_swarm(swarm.decide(approval_id, who, approve, reason))
         if result.ok:
             log.info("slack.approval_decided approval=%s user=%s approve=%s", approval_id, user,
                      approve)
@@ -170,12 +173,12 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
         if ref is None or approval_id is None:
             return
         view = swarm.view(ref.objective_id)
-        await decide(client, approval_id, user, approve, channel,
+        await decide(client, context, approval_id, user, approve, channel,
                      view.thread.thread_id if view else None)
 
     @app.action(re.compile(r"^(approve|reject):\d+$"))
     async def on_click(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                       client: AsyncWebClient) -> None:
+                       context: AsyncBoltContext, client: AsyncWebClient) -> None:
         await ack()
         parsed = parse_action_id(text_of(action, "action_id") or "")
         user, channel = text_of(body, "user", "id"), text_of(body, "channel", "id")
@@ -188,11 +191,11 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
             await client.views_open(trigger_id=trigger,
                                     view=reject_modal(approval_id, channel, channel_thread))
             return  # the decision comes with the modal's submission, and its reason
-        await decide(client, approval_id, user, approve, channel, channel_thread)
+        await decide(client, context, approval_id, user, approve, channel, channel_thread)
 
     @app.view(REJECT_VIEW)
     async def on_reject_reason(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
-                               client: AsyncWebClient) -> None:
+                               context: AsyncBoltContext, client: AsyncWebClient) -> None:
         await ack()
         user = text_of(body, "user", "id")
         try:
@@ -204,7 +207,8 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
         if user is None:
             return
         reason = text_of(view, "state", "values", REASON_BLOCK, REASON_INPUT, "value")
-        await decide(client, approval_id, user, False, channel, meta.get("thread_ts"), reason)
+        await decide(client, context, approval_id, user, False, channel, meta.get("thread_ts"),
+                     reason)
 
     @app.event("agent_session_stopped")
     async def on_stop(body: dict[str, Any], event: dict[str, Any],
@@ -220,7 +224,8 @@ def register(app: AsyncApp, swarm: Swarm, refs: MessageRefs, on_swarm: OnSwarm) 
                                    active_only=True, limit=1)
         if not running:
             return  # it ended meanwhile: its session is (being) closed
-        result = await on_swarm(swarm.cancel(running[0].id, user))
+        who = await admins.principal(client, team, user, channel)  # an admin may stop it too
+        result = await on_swarm(swarm.cancel(running[0].id, who))
         log.info("slack.session_stopped objective=%s user=%s cancelled=%s", running[0].id, user,
                  result.ok)
         if not result.ok:
