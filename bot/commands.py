@@ -103,12 +103,14 @@ def usage_of(cmd: Command) -> CommandReply:
     return CommandReply(f"That is not how `{cmd.name}` goes:\n{cmd.help()}")
 
 
-async def handle(swarm: Swarm, actor: Principal | str, team_id: str,
-                 text: str) -> CommandReply:
+async def handle(swarm: Swarm, actor: Principal | str, team_id: str, text: str, *,
+                 platform: str = "console", platform_admin: bool = False,
+                 channel_id: str | None = None) -> CommandReply:
     """Run `text` (what follows the command's name) for `actor` in `team_id`. An adapter
-    passes a Principal with what its platform says of the user (admin or not); a bare user
-    id is a user with no such facts."""
-    who = actor if isinstance(actor, Principal) else Principal(actor, team_id)
+    passes a Principal with what its platform says of the user, or a bare user id with those
+    facts as keywords (`platform_admin`: Slack's workspace admin, Discord's Manage Server)."""
+    who = actor if isinstance(actor, Principal) else \
+        Principal(actor, team_id, platform, platform_admin, channel_id)
     parsed = parse(text)
     if isinstance(parsed, CommandReply):
         reply = parsed

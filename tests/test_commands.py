@@ -133,3 +133,13 @@ def test_the_parser_answers_anything_with_a_command_or_its_help(text: str) -> No
             assert parsed.match.id >= 0
         if parsed.match.amount is not None:
             assert parsed.match.amount.unit in ("usd", "tokens", "off")
+
+
+async def test_an_adapter_may_state_the_platforms_facts_as_keywords(swarm: Swarm) -> None:
+    oid = await start(swarm)
+    refused = await handle(swarm, "U0OWNER", TEAM, f"cancel {oid}", platform="discord")
+    assert refused.text.startswith("Only the requester or an admin")
+    done = await handle(swarm, "U0OWNER", TEAM, f"cancel {oid}", platform="discord",
+                        platform_admin=True, channel_id="C1")
+    assert done.text == f"Objective #{oid} cancelled."
+    assert "U0OWNER" in (await handle(swarm, "U0OWNER", TEAM, f"audit {oid}")).text
