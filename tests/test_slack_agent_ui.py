@@ -156,3 +156,16 @@ async def test_stop_from_the_requester_cancels_and_from_a_stranger_is_refused(
     await bot.runtime.settle()
     assert sessions(api, ts)[-1] == "closed"
     assert api.posted(f"Cancelled by {ALICE}"), "the thread is told who stopped it"
+
+
+async def test_stop_from_a_workspace_admin_cancels_someone_elses_objective(
+        bot: Bot, api: FakeSlackAPI) -> None:
+    api.workspace_admins.add("U0BOSS")  # users.info says so: the policy lets an admin stop it
+    plan, ts = await mention(bot, api, GOAL)
+    oid = objective_id(bot)
+    await click(bot, plan)
+    await api.wait_for(lambda: sessions(api, ts)[-1:] == ["processing"], what="steps running")
+    await stop(bot, "U0BOSS", ts)
+    await api.wait_for(lambda: (v := bot.runtime.swarm.view(oid)) and v.state == "cancelled",
+                       what="the admin's cancel")
+    await api.wait_for(lambda: api.posted("Cancelled by U0BOSS"), what="who stopped it")
