@@ -8,8 +8,9 @@ DEFAULT_API_URL = "https://slack.com/api/"
 # What the bot needs; keep in step with manifest.yml.
 BOT_SCOPES = ["app_mentions:read", "channels:history", "groups:history", "chat:write",
               "commands", "reactions:read", "reactions:write", "files:write",
-              "assistant:write",  # agent sessions; granted once the app is declared an agent
               "users:read"]  # users.info: is the user a workspace admin
+# Not asked for: assistant:write (agent sessions). Slack adds it when the app is declared an
+# agent in its settings; asked for by an app that is not one, it would refuse the install.
 
 
 class SlackSettings(BaseSettings):
