@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     max_concurrent_steps: int = 16
     max_concurrent_steps_per_objective: int = 4
     max_plan_steps: int = 12
+    # Teams: a step may be planned as a team of its own (a child objective with its own plan),
+    # nested at most max_depth deep, with at most max_tree_steps steps across the whole tree. A
+    # team's budget is team_budget_share of what its parent has left when the team starts.
+    max_depth: int = 2
+    max_tree_steps: int = 40
+    team_budget_share: float = 0.5
     plan_repair_attempts: int = 2
     max_revisions: int = 2
     max_tool_rounds: int = 4

@@ -28,6 +28,7 @@ class PlannedStep:
     role: str
     depends_on: list[str]
     needs_approval: bool
+    team: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,16 @@ class StepFailed(Event):
     step_id: int
     title: str
     error: str
+
+
+@dataclass(frozen=True)
+class TeamStarted(Event):
+    """A team step handed to a team of its own: a child objective, in the same thread."""
+
+    progress: ClassVar[bool] = True
+    step_id: int
+    title: str
+    team: int  # the child objective's id
 
 
 @dataclass(frozen=True)
@@ -174,7 +185,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (ObjectiveAccepted, PlanProposed, ApprovalRequested, ApprovalDecided,
                 StepStarted, StepRevised, StepFinished, StepFailed, QuestionAsked,
                 ObjectiveStateChanged, ObjectiveFinished, Notice, CallRetried, StepTroubleshot,
-                PictureRequested)
+                PictureRequested, TeamStarted)
 }
 _NESTED: dict[str, type] = {"steps": PlannedStep, "results": StepResult}
 

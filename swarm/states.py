@@ -20,6 +20,7 @@ class StepState(StrEnum):
     READY = "ready"
     RUNNING = "running"
     WAITING_HUMAN = "waiting_human"
+    WAITING_TEAM = "waiting_team"  # a team step: its team (a child objective) does the work
     FINISHED = "finished"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -49,7 +50,9 @@ TERMINAL_STEP = frozenset({S.FINISHED, S.FAILED, S.SKIPPED, S.CANCELLED, S.REPLA
 
 _ALLOWED: dict[type, dict[str, frozenset[str]]] = {
     ObjectiveState: {
-        Ob.PLANNING: frozenset({Ob.AWAITING_APPROVAL, Ob.PAUSED, Ob.FAILED, Ob.CANCELLED}),
+        # running: a team's plan runs at once, its step was approved with its parent's plan
+        Ob.PLANNING: frozenset({Ob.AWAITING_APPROVAL, Ob.PAUSED, Ob.FAILED, Ob.CANCELLED,
+                                Ob.RUNNING}),
         Ob.AWAITING_APPROVAL: frozenset({Ob.RUNNING, Ob.CANCELLED, Ob.PLANNING}),
         Ob.RUNNING: frozenset({Ob.PAUSED, Ob.FINISHED, Ob.FAILED, Ob.CANCELLED, Ob.PLANNING}),
         Ob.PAUSED: frozenset({Ob.RUNNING, Ob.PLANNING, Ob.CANCELLED}),
@@ -59,8 +62,11 @@ _ALLOWED: dict[type, dict[str, frozenset[str]]] = {
         S.AWAITING_APPROVAL: frozenset({S.READY, S.SKIPPED, S.CANCELLED}),
         S.READY: frozenset({S.RUNNING, S.CANCELLED}),
         S.RUNNING: frozenset({S.FINISHED, S.FAILED, S.WAITING_HUMAN, S.READY, S.CANCELLED,
-                              S.REPLACED, S.PENDING}),  # pending: new instructions, asked again
+                              S.REPLACED, S.PENDING,  # pending: new instructions, asked again
+                              S.WAITING_TEAM}),
         S.WAITING_HUMAN: frozenset({S.READY, S.CANCELLED}),
+        # ready: its team finished, the step now writes the team's summary; failed: it did not
+        S.WAITING_TEAM: frozenset({S.READY, S.FAILED, S.CANCELLED}),
     },
     RunState: {
         R.RUNNING: frozenset({R.ACCEPTED, R.REJECTED, R.FAILED, R.WAITING, R.ABANDONED}),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -19,6 +20,8 @@ class StepSpec(BaseModel):
     instructions: str
     depends_on: list[str] = Field(default_factory=list)
     needs_approval: bool = False
+    team: bool = Field(default=False, description="a sizeable sub-project: a team of its own "
+                                                  "plans and does it, and reports one summary")
 
 
 class PlanSpec(BaseModel):
@@ -30,10 +33,43 @@ class PlanError(RuntimeError):
     """The manager could not produce a valid plan; the message says why, for the thread."""
 
 
-def validate_plan(plan: PlanSpec, roles: dict[str, Role], max_steps: int) -> list[str]:
+@dataclass(frozen=True)
+class PlanLimits:
+    """How big a plan may be where it is planned: its own bound, and what the tree of teams it
+    belongs to has left (THREADSWARM_MAX_TREE_STEPS, THREADSWARM_MAX_DEPTH)."""
+
+    max_steps: int
+    teams: bool = True  # whether a step may be a team of its own here
+    tree_left: int | None = None  # steps the whole tree may still grow by (None: no tree yet)
+    max_tree_steps: int = 0
+    max_depth: int = 0
+
+    @property
+    def steps(self) -> int:
+        return self.max_steps if self.tree_left is None else min(self.max_steps, self.tree_left)
+
+
+def limit_errors(plan: PlanSpec, limits: PlanLimits) -> list[str]:
+    """The one home of the size and depth rules, for the manager's re-ask and the last check."""
     errors: list[str] = []
-    if not 1 <= len(plan.steps) <= max_steps:
-        errors.append(f"a plan needs between 1 and {max_steps} steps, not {len(plan.steps)}")
+    n = len(plan.steps)
+    if limits.tree_left is not None and n > limits.tree_left:
+        errors.append(f"this team may plan at most {max(limits.tree_left, 0)} steps, not {n}: "
+                      f"its tree of teams holds at most {limits.max_tree_steps} steps "
+                      f"(THREADSWARM_MAX_TREE_STEPS)")
+    elif not 1 <= n <= limits.max_steps:
+        errors.append(f"a plan needs between 1 and {limits.max_steps} steps, not {n}")
+    if not limits.teams:
+        errors += [f"step {s.key}: cannot be a team: teams nest at most {limits.max_depth} deep "
+                   f"(THREADSWARM_MAX_DEPTH); plan it as a plain step" for s in plan.steps
+                   if s.team]
+    return errors
+
+
+def validate_plan(plan: PlanSpec, roles: dict[str, Role], max_steps: int | PlanLimits
+                  ) -> list[str]:
+    limits = max_steps if isinstance(max_steps, PlanLimits) else PlanLimits(max_steps)
+    errors = limit_errors(plan, limits)
     keys = [s.key for s in plan.steps]
     if len(set(keys)) != len(keys):
         errors.append("step keys must be unique")
@@ -76,14 +112,17 @@ def find_cycle(plan: PlanSpec) -> list[str] | None:
 
 
 async def make_plan(llm: LLM, goal: str, roles: dict[str, Role], memories: list[str],
-                    ctx: CallContext, *, max_steps: int, repair_attempts: int,
+                    ctx: CallContext, *, max_steps: int | PlanLimits, repair_attempts: int,
                     feedback: str | None = None) -> PlanSpec:
+    limits = max_steps if isinstance(max_steps, PlanLimits) else PlanLimits(max_steps)
     role_lines = "\n".join(f"- {r.name}: {r.description}" for r in roles.values() if r.plannable)
     memory = quote("team memory", "\n".join(f"- {m}" for m in memories)) if memories \
         else "(none)"
     messages = [
         {"role": "system", "content": render("planner_system", roles=role_lines,
-                                             max_steps=max_steps,
+                                             max_steps=limits.steps,
+                                             teams=render("planner_teams" if limits.teams
+                                                          else "planner_no_teams"),
                                              data_rule=render("data_rule"))},
         {"role": "user", "content": render("planner_user", goal=goal, memory=memory)},
     ]
@@ -91,7 +130,7 @@ async def make_plan(llm: LLM, goal: str, roles: dict[str, Role], memories: list[
         messages[1]["content"] += "\n" + render("planner_feedback", feedback=feedback)
     try:
         return await llm.structured("planner", messages, PlanSpec, ctx,
-                                    validate=lambda plan: validate_plan(plan, roles, max_steps),
+                                    validate=lambda plan: validate_plan(plan, roles, limits),
                                     repair_attempts=repair_attempts)
     except StructuredOutputError as exc:
         raise PlanError(f"The manager could not produce a valid plan after {exc.attempts} "

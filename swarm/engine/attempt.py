@@ -48,6 +48,7 @@ from swarm.events import (
 from swarm.llm.budget import BudgetExceeded
 from swarm.llm.calls import CallBook, Taken
 from swarm.llm.client import LLM, CallContext, LLMError
+from swarm.prompts import render
 from swarm.states import IllegalTransition, ObjectiveState, RunState, StepState, check_transition
 from swarm.store.audit import audit
 from swarm.store.db import Database, after_commit
@@ -87,6 +88,12 @@ class StepServices:
     hold_for_budget: Callable[[Session, Objective, BudgetExceeded], None]
     calls: CallBook  # where the model calls are booked as they return
     poke: Callable[[int], None] = field(default=lambda objective_id: None)  # the engine's
+    # start the team (a child objective) of a team step, in the step's transaction: its id
+    open_team: Callable[[Session, Step], int] = field(default=lambda s, step: _no_teams())
+
+
+def _no_teams() -> int:
+    raise RuntimeError("this swarm was built without teams")
 
 
 @dataclass
@@ -102,6 +109,7 @@ class Claim:
     token: str  # the claim's identity: every write of this run is guarded by it
     rejections: int  # by the critic, since the step was last troubleshot
     ctx: CallContext
+    team: bool = False  # a team step: its team does the work, this run delegates or sums up
     lost: bool = False  # the lease was taken over: stop at the next model call's end
 
 
@@ -135,7 +143,8 @@ def _claim(which: ColumnElement[bool]) -> Update:
                 claim_token=bindparam("token"), lease_owner=bindparam("owner"),
                 lease_expires_at=bindparam("until"))
         .returning(_steps.c.id, _steps.c.attempts, _steps.c.title, _steps.c.role,
-                   _steps.c.instructions, _steps.c.depends_on, _steps.c.plan_version))
+                   _steps.c.instructions, _steps.c.depends_on, _steps.c.plan_version,
+                   _steps.c.team))
 
 
 # One step, or a layer's: an expanding IN is rendered again at each execution (~30 us).
@@ -276,7 +285,8 @@ class StepRunner:
                 brief, rejections = briefs[sid]
                 out[sid] = Claim(obj.id, sid, run_ids[sid], st.attempts, st.role, brief,
                                  obj.team_id, obj.thread, token, rejections,
-                                 CallContext(obj.id, sid, obj.team_id, run_ids[sid]))
+                                 CallContext(obj.id, sid, obj.team_id, run_ids[sid]),
+                                 bool(st.team))
         return out
 
     def _objective(self, objective_id: int) -> _Objective:
@@ -334,6 +344,15 @@ class StepRunner:
 
     async def _work(self, claim: Claim) -> StepState:
         sw = self.swarm
+        if claim.team:
+            found = self._team_of(claim.step_id)
+            if found is None or found[1] != ObjectiveState.FINISHED:
+                return await self._write(partial(self._delegate, claim, found is None),
+                                         "step.delegate")
+            # the team finished: this run sums up its results, reviewed like any output
+            claim.brief.instructions = render("team_summary", team=found[0],
+                                              instructions=claim.brief.instructions)
+            claim.brief.inputs = found[2]
         role = sw.roles[claim.role]
         team, role_name, oid, sid = claim.team_id, claim.role, claim.objective_id, claim.step_id
         tool_ctx = ToolContext(oid, sid, team,
@@ -451,6 +470,36 @@ class StepRunner:
             audit(s, "swarm", action, step.objective_id, step=step.key, error=error)
         log.info("step.failed objective=%s step=%s", claim.objective_id, claim.step_id)
         return StepState.FAILED
+
+    # -- teams -------------------------------------------------------------------------------
+    def _team_of(self, step_id: int) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """The team of a team step: its id, state and (once finished) its steps' outputs."""
+        with self.swarm.db.read() as s:
+            team = s.execute(select(Objective.id, Objective.state, Objective.plan_version)
+                             .where(Objective.parent_step_id == step_id)).first()
+            if team is None:
+                return None
+            outputs: list[tuple[str, str]] = []
+            if team.state == ObjectiveState.FINISHED:
+                outputs = [(title, output or "") for title, output in s.execute(
+                    select(Step.title, Step.output).where(
+                        Step.objective_id == team.id, Step.plan_version == team.plan_version,
+                        Step.state == StepState.FINISHED).order_by(Step.position))]
+            return team.id, str(team.state), outputs
+
+    def _delegate(self, claim: Claim, start: bool) -> StepState:
+        """The step waits, in the database, for its team; started here (once: the claim guards
+        it, and the team's unique parent step too) unless it exists already."""
+        with self.swarm.db.tx() as s:
+            if (owned := _owned(s, claim)) is None:
+                return _state(s, claim.step_id)
+            step, run = owned
+            set_run(run, RunState.WAITING)
+            move_step(s, step, StepState.WAITING_TEAM, claim=claim.token)
+            if start:
+                team = self.swarm.open_team(s, step)
+                audit(s, "swarm", "team.started", step.objective_id, step=step.key, team=team)
+        return StepState.WAITING_TEAM
 
     def _wait_for_humans(self, claim: Claim, question: str) -> StepState:
         with self.swarm.db.tx() as s:

@@ -27,6 +27,7 @@ from swarm.store.db import Database
 from swarm.store.models import BudgetCeiling, BudgetRequest, utcnow
 from swarm.store.spend import Spend, month_key, month_start, objective_spend, team_spend
 from swarm.store.team import setting
+from swarm.store.teams import lineage, subtree
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +151,14 @@ class Budget:
             if objective_default.unlimited and team_default.unlimited:
                 return None
             estimate = self.estimate(models, messages, tools, schema)
-            if objective_id is not None:
-                key = objective_key(objective_id)
-                self._check(s, "objective", key, f"objective #{objective_id}",
+            # a team's call counts against its own share and against every objective above it
+            for oid in [] if objective_id is None else lineage(s, objective_id):
+                key, tree = objective_key(oid), subtree(s, oid)
+                self._check(s, "objective", key, f"objective #{oid}"
+                            + (" and its teams" if len(tree) > 1 else ""),
                             self.ceiling(s, key, objective_default),
-                            _usage(objective_spend(s, objective_id))
-                            + self._held(objective_id=objective_id), estimate)
+                            _usage(objective_spend(s, tree)) + self._held(objective_ids=tree),
+                            estimate)
             if team_id is not None:
                 now = utcnow()
                 key = team_key(team_id, month_key(now))
@@ -179,6 +182,23 @@ class Budget:
             self.holds.remove(hold)
 
     # -- ceilings ----------------------------------------------------------------------------
+    def carve(self, s: Session, parent_id: int, child_id: int,
+              team_id: str | None = None) -> Ceiling | None:
+        """Give a new team (objective `child_id`) its share of what its parent has left (spent
+        and in flight counted, the parent's other teams included): its own ceiling, within the
+        parent's. `team_id` is the workspace's, whose own defaults apply."""
+        parent = self.ceiling(s, objective_key(parent_id), self.defaults(s, team_id)[0])
+        if parent.unlimited:
+            return None
+        tree = subtree(s, parent_id)
+        used = _usage(objective_spend(s, tree)) + self._held(objective_ids=tree)
+        share = self.settings.team_budget_share
+        carved = Ceiling(None if parent.usd is None else max(0.0, (parent.usd - used.usd) * share),
+                         None if parent.tokens is None else
+                         max(0, int((parent.tokens - used.tokens) * share)))
+        s.add(BudgetCeiling(key=objective_key(child_id), usd=carved.usd, tokens=carved.tokens))
+        return carved
+
     def ceiling(self, s: Session, key: str, default: Ceiling) -> Ceiling:
         row = s.scalar(select(BudgetCeiling).where(BudgetCeiling.key == key))
         return default if row is None else Ceiling(row.usd, row.tokens)
@@ -206,9 +226,10 @@ class Budget:
         return request
 
     # -- internals ---------------------------------------------------------------------------
-    def _held(self, *, objective_id: int | None = None, team_id: str | None = None) -> Usage:
+    def _held(self, *, objective_ids: list[int] | None = None,
+              team_id: str | None = None) -> Usage:
         return sum((h.estimate for h in self.holds
-                    if (objective_id is not None and h.objective_id == objective_id)
+                    if (objective_ids is not None and h.objective_id in objective_ids)
                     or (team_id is not None and h.team_id == team_id)), Usage())
 
     @staticmethod

@@ -5,6 +5,8 @@ with no key and no network through the same litellm code path as a real provider
 Behaviour a test or a demo can rely on:
 - a plan (response_format PlanSpec) of five steps derived from the goal; the goal marker
   `[malformed-plan]` makes every plan cyclic, `[malformed-plan-once]` only the first one;
+- the goal marker `[team]` plans the draft (s3) as a team of its own: a child objective whose
+  goal is the step's instructions (markers gone), so the team plans five plain steps;
 - a step whose title starts with "Draft" comes back with a TODO on its first attempt, which
   the critic (response_format CriticVerdict) rejects; `[reject-always]` in the goal keeps the
   TODO on every attempt;
@@ -83,6 +85,8 @@ def make_plan(goal: str, repaired: bool, feedback: str = "") -> dict[str, Any]:
          "instructions": f"Prepare the rollout plan and the configuration to ship: {subject}.",
          "depends_on": ["s3"], "needs_approval": True},
     ]
+    if "[team]" in goal:
+        steps[2]["team"] = True
     broken = "[malformed-plan]" in goal or ("[malformed-plan-once]" in goal and not repaired)
     if broken:
         steps[0]["depends_on"] = ["s3"]  # a cycle: s1 -> s3 -> s1

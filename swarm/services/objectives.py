@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from swarm.agents.planner import PlanError, PlanSpec, make_plan
+from swarm.agents.planner import PlanError, PlanLimits, PlanSpec, limit_errors, make_plan
 from swarm.agents.roles import Role, binding, load_roles, needs_approval
 from swarm.agents.tools import ToolRegistry, default_tools
 from swarm.config import Settings
@@ -31,7 +31,9 @@ from swarm.events import (
     PictureRequested,
     PlannedStep,
     PlanProposed,
+    StepFailed,
     StepResult,
+    TeamStarted,
 )
 from swarm.llm import prices
 from swarm.llm.budget import Budget, BudgetExceeded
@@ -56,6 +58,7 @@ from swarm.store.models import (
     utcnow,
 )
 from swarm.store.outbox import emit
+from swarm.store.teams import subtree
 from swarm.store.views import ObjectiveView, objective_view
 
 log = logging.getLogger(__name__)
@@ -119,10 +122,12 @@ class Swarm:
         self.tools = tools or default_tools()
         self.engine = Driver(StepServices(db, settings, self.llm, self.roles, self.tools,
                                           self.recall_texts, self.add_note, self.remember_later,
-                                          self.hold_for_budget, self.calls),
+                                          self.hold_for_budget, self.calls,
+                                          open_team=self._open_team),
                              self.finish_objective, executor)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.team = TeamAdmin(settings, db, self.policy, self.budget, lambda: self.memory)
+        self._roots: dict[int, int] = {}  # objective id -> the root of its tree (never changes)
 
     # -- background work -------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -224,7 +229,8 @@ class Swarm:
             assert obj is not None
             goal, team = obj.goal, obj.team_id
             feedback = _feedback(s, obj)
-        memories = await self.recall_texts(team, goal, self.settings.recall_k)
+            context = _team_context(s, obj)
+        memories = context + await self.recall_texts(team, goal, self.settings.recall_k)
         ctx = CallContext(objective_id, None, team)
         try:
             plan = await self.planner(goal, memories, ctx,
@@ -250,29 +256,50 @@ class Swarm:
         with self.db.tx() as s:
             obj = s.get(Objective, objective_id)
             assert obj is not None
-            if not move_objective(s, obj, ObjectiveState.FAILED, error,
-                                  only_from=[ObjectiveState.PLANNING]):
-                return  # cancelled (or planned elsewhere) meanwhile
-            emit(s, obj.thread, Notice(obj.id, f"I could not plan this: {error}"))
-            emit(s, obj.thread, ObjectiveFinished(obj.id, obj.state, error))
-            audit(s, "manager", "plan.failed", obj.id, error=error)
+            self._fail_planning(s, obj, error)
+
+    def _fail_planning(self, s: Session, obj: Objective, error: str) -> None:
+        if not move_objective(s, obj, ObjectiveState.FAILED, error,
+                              only_from=[ObjectiveState.PLANNING]):
+            return  # cancelled (or planned elsewhere) meanwhile
+        emit(s, obj.thread, Notice(obj.id, f"I could not plan this: {error}"))
+        emit(s, obj.thread, ObjectiveFinished(obj.id, obj.state, error))
+        audit(s, "manager", "plan.failed", obj.id, error=error)
+        self._report_to_parent(s, obj)
 
     def _propose(self, objective_id: int, goal: str, plan: PlanSpec) -> None:
         with self.db.tx() as s:
             obj = s.get(Objective, objective_id)
             assert obj is not None
+            if errors := limit_errors(plan, self.plan_limits(s, obj)):  # also a custom planner's
+                self._fail_planning(s, obj, "; ".join(errors))
+                return
             version = obj.plan_version + 1
+            # a team's plan runs at once: its step was approved with its parent's plan
+            to = ObjectiveState.RUNNING if obj.parent_id else ObjectiveState.AWAITING_APPROVAL
             # guarded: cancelled while the manager was thinking, or planned by another process
-            if not move_objective(s, obj, ObjectiveState.AWAITING_APPROVAL,
-                                  only_from=[ObjectiveState.PLANNING], plan_version=version):
+            if not move_objective(s, obj, to, only_from=[ObjectiveState.PLANNING],
+                                  plan_version=version):
                 return
             steps = [Step(objective_id=obj.id, plan_version=version, key=spec.key,
                           position=i, title=spec.title, role=spec.role,
                           instructions=spec.instructions, depends_on=list(spec.depends_on),
                           needs_approval=needs_approval(self.roles, spec.role,
                                                         spec.needs_approval),
-                          state=StepState.PENDING) for i, spec in enumerate(plan.steps)]
+                          team=spec.team, state=StepState.PENDING)
+                     for i, spec in enumerate(plan.steps)]
             s.add_all(steps)
+            if obj.parent_id:
+                s.flush()
+                emit(s, obj.thread, Notice(obj.id, f"Team #{obj.id} (for objective "
+                                                   f"#{obj.parent_id}) plans: " + "; ".join(
+                                                       f"{st.key} {st.role}: {st.title}"
+                                                       for st in steps)))
+                audit(s, "manager", "plan.proposed", obj.id, version=version,
+                      steps=[st.key for st in steps], team_of=obj.parent_id)
+                oid = obj.id
+                after_commit(s, lambda: self.engine.poke(oid))
+                return
             approval = Approval(objective_id=obj.id, kind="plan", state=ApprovalState.PENDING,
                                 title=f"Plan v{version} for: {goal}",
                                 binding=plan_binding(version), expires_at=self._expiry())
@@ -280,17 +307,100 @@ class Swarm:
             s.flush()
             emit(s, obj.thread, PlanProposed(
                 obj.id, approval.id, version, plan.rationale,
-                [PlannedStep(st.id, st.key, st.title, st.role, st.depends_on, st.needs_approval)
-                 for st in steps]))
+                [PlannedStep(st.id, st.key, st.title, st.role, st.depends_on, st.needs_approval,
+                             st.team) for st in steps]))
             audit(s, "manager", "plan.proposed", obj.id, version=version,
                   steps=[st.key for st in steps])
 
     async def _manager_plan(self, goal: str, memories: list[str], ctx: CallContext,
                             feedback: str | None = None) -> PlanSpec:
-        return await make_plan(self.llm, goal, self.roles, memories, ctx,
-                               max_steps=self.settings.max_plan_steps,
+        limits = PlanLimits(self.settings.max_plan_steps)
+        if ctx.objective_id is not None:
+            with self.db.read() as s:
+                if (obj := s.get(Objective, ctx.objective_id)) is not None:
+                    limits = self.plan_limits(s, obj)
+        if limits.steps < 1:
+            raise PlanError(limit_errors(PlanSpec(rationale="", steps=[]), limits)[0])
+        return await make_plan(self.llm, goal, self.roles, memories, ctx, max_steps=limits,
                                repair_attempts=self.settings.plan_repair_attempts,
                                feedback=feedback)
+
+    def plan_limits(self, s: Session, obj: Objective) -> PlanLimits:
+        """What `obj` may plan: teams only above THREADSWARM_MAX_DEPTH, and a team no more
+        steps than its tree has left of THREADSWARM_MAX_TREE_STEPS."""
+        st = self.settings
+        left = None
+        if obj.parent_id is not None:
+            tree = obj.root_id or obj.parent_id
+            used = s.scalar(select(func.count(Step.id)).join(
+                Objective, Objective.id == Step.objective_id).where(
+                or_(Objective.id == tree, Objective.root_id == tree), Objective.id != obj.id))
+            left = st.max_tree_steps - int(used or 0)
+        return PlanLimits(st.max_plan_steps, teams=obj.depth < st.max_depth, tree_left=left,
+                          max_tree_steps=st.max_tree_steps, max_depth=st.max_depth)
+
+    # -- teams: a step done by a child objective, in the same thread --------------------------
+    def _open_team(self, s: Session, step: Step) -> int:
+        """Start the team of `step` in the step's own transaction (StepRunner._delegate): a
+        child objective that plans the step's instructions, with its share of the budget."""
+        parent = s.get(Objective, step.objective_id)
+        assert parent is not None
+        team = Objective(goal=redact(step.instructions), platform=parent.platform,
+                         team_id=parent.team_id, channel_id=parent.channel_id,
+                         thread_id=parent.thread_id, requester=parent.requester,
+                         state=ObjectiveState.PLANNING, parent_id=parent.id,
+                         parent_step_id=step.id, root_id=parent.root_id or parent.id,
+                         depth=parent.depth + 1)
+        s.add(team)
+        s.flush()
+        carved = self.budget.carve(s, parent.id, team.id, parent.team_id)
+        emit(s, parent.thread, TeamStarted(parent.id, step.id, step.title, team.id))
+        audit(s, "manager", "objective.created", team.id, goal=team.goal, parent=parent.id,
+              step=step.key, budget=None if carved is None else carved.show())
+        tid = team.id
+        after_commit(s, lambda: self._spawn(self._plan(tid)))
+        return tid
+
+    def _report_to_parent(self, s: Session, obj: Objective) -> None:
+        """A team came to an end: its step sums up its results (finished), or fails."""
+        if obj.parent_step_id is None or obj.parent_id is None:
+            return
+        step = s.get(Step, obj.parent_step_id)
+        assert step is not None
+        if obj.state == ObjectiveState.FINISHED:
+            moved = move_step(s, step, StepState.READY, only_from=[StepState.WAITING_TEAM])
+        else:
+            error = f"its team #{obj.id} {obj.state}: {obj.state_reason or ''}".rstrip(": ")
+            moved = move_step(s, step, StepState.FAILED, only_from=[StepState.WAITING_TEAM],
+                              error=error, finished_at=utcnow())
+            if moved:
+                emit(s, obj.thread, StepFailed(obj.parent_id, step.id, step.title, error))
+        if moved:
+            parent = obj.parent_id
+            after_commit(s, lambda: self.engine.poke(parent))
+
+    def _teams(self, s: Session, obj: Objective, states: list[ObjectiveState]) -> list[Objective]:
+        """The teams below `obj` (children first, then theirs) that are in one of `states`."""
+        found: list[Objective] = []
+        frontier = [obj.id]
+        while frontier:
+            below = list(s.scalars(select(Objective).where(Objective.parent_id.in_(frontier))
+                                   .order_by(Objective.id)))
+            found += [o for o in below if o.state in states]
+            frontier = [o.id for o in below]
+        return found
+
+    def root_of(self, objective_id: int) -> int:
+        """The root of the objective's tree of teams (itself, for most): where its progress
+        shows."""
+        if (root := self._roots.get(objective_id)) is None:
+            with self.db.read() as s:
+                root = s.scalar(select(Objective.root_id).where(Objective.id == objective_id))
+            root = root or objective_id
+            if len(self._roots) >= 4096:
+                self._roots.pop(next(iter(self._roots)))
+            self._roots[objective_id] = root
+        return root
 
     def _expiry(self) -> datetime | None:
         ttl = self.settings.approval_ttl_hours
@@ -528,7 +638,21 @@ class Swarm:
             emit(s, obj.thread, ObjectiveStateChanged(obj.id, to, user, obj.state_reason))
             audit(s, user, f"objective.{verb.lower()}", obj.id, where=who.where)
             after_commit(s, lambda: self.engine.poke(objective_id))
+            self._move_teams(s, obj, want, to, f"{verb} with objective #{obj.id} by {user}.")
         return Decision(True, f"Objective #{objective_id} {to}.")
+
+    def _move_teams(self, s: Session, obj: Objective, want: ObjectiveState, to: ObjectiveState,
+                    why: str) -> None:
+        """Pause or resume the teams below `obj` with it; a team that waits for its own budget
+        approval stays paused (the approval resumes it)."""
+        for team in self._teams(s, obj, [want]):
+            if to == ObjectiveState.RUNNING and s.scalar(select(Approval.id).where(
+                    Approval.objective_id == team.id, Approval.kind == "budget",
+                    Approval.state == ApprovalState.PENDING)) is not None:
+                continue
+            if move_objective(s, team, to, why, only_from=[want]):
+                audit(s, "swarm", f"objective.{to}", team.id, reason=why)
+                after_commit(s, partial(self.engine.poke, team.id))
 
     # -- budgets and recovery ---------------------------------------------------------------
     def hold_for_budget(self, s: Session, obj: Objective, exc: BudgetExceeded) -> None:
@@ -591,9 +715,20 @@ class Swarm:
 
     def _end(self, s: Session, obj: Objective, state: ObjectiveState, summary: str) -> None:
         """End `obj` (cancelled, or rejected): its steps cancelled, runs abandoned, and its open
-        questions and approvals closed in the same transaction, so none of them outlives it."""
+        questions and approvals closed in the same transaction, so none of them outlives it;
+        its teams end with it, and a team's own step fails."""
         if not move_objective(s, obj, state, summary, summary=summary):
             raise _Refused(f"Objective #{obj.id} is already {obj.state}.")
+        self._close(s, obj, state, summary)
+        self._report_to_parent(s, obj)
+        for team in self._teams(s, obj, [st for st in ObjectiveState
+                                         if st not in TERMINAL_OBJECTIVE]):
+            why = f"Cancelled with objective #{obj.id}."
+            if move_objective(s, team, ObjectiveState.CANCELLED, why, summary=why):
+                self._close(s, team, ObjectiveState.CANCELLED, why)
+                after_commit(s, partial(self.engine.cancel, team.id))
+
+    def _close(self, s: Session, obj: Objective, state: ObjectiveState, summary: str) -> None:
         now = utcnow()
         s.execute(update(Step).where(Step.objective_id == obj.id,
                                      Step.state.not_in([st.value for st in (
@@ -633,13 +768,22 @@ class Swarm:
             if not move_objective(s, obj, state, summary, only_from=[ObjectiveState.RUNNING],
                                   summary=summary):
                 return
-            results = [StepResult(st.title, st.role, st.state, st.output or st.error or "")
-                       for st in view.steps]
+            # a team reports to its parent's step, which sums it up: the thread gets one line
+            results = [] if obj.parent_id else [
+                StepResult(st.title, st.role, st.state, st.output or st.error or "")
+                for st in view.steps]
             emit(s, obj.thread, ObjectiveFinished(obj.id, state, summary, results, view.tokens,
                                                   view.cost))
             audit(s, "swarm", f"objective.{state}", obj.id, summary=summary)
+            self._report_to_parent(s, obj)
             text, team = f"Objective '{obj.goal}' {state}: {summary}", obj.team_id
             after_commit(s, lambda: self.remember_later(team, text, "outcome", objective_id))
+            if obj.parent_id:  # the details the summary leaves out: recallable by later steps
+                for st in view.steps:
+                    if st.state == StepState.FINISHED and st.output:
+                        detail = f"Team #{obj.id}, '{st.title}': {st.output}"
+                        after_commit(s, partial(self.remember_later, team, detail,
+                                                "team_result", objective_id))
 
     # -- start-up ----------------------------------------------------------------------------
     async def recover(self) -> list[int]:
@@ -686,9 +830,10 @@ class Swarm:
             return [objective_view(s, o) for o in s.scalars(q)]
 
     def pending_approvals(self, objective_id: int) -> list[Approval]:
+        """The objective's open approvals, its teams' included (one tree, one thread)."""
         with self.db.read() as s:
             return list(s.scalars(select(Approval).where(
-                Approval.objective_id == objective_id,
+                Approval.objective_id.in_(subtree(s, objective_id)),
                 Approval.state == ApprovalState.PENDING).order_by(Approval.id)))
 
     def pending_plan(self, approval_id: int) -> bool:
@@ -732,6 +877,23 @@ def _stale(approval: Approval, obj: Objective) -> str | None:
     if approval.expires_at is not None and approval.expires_at <= utcnow():
         return "This approval expired; ask for it again (`/swarm status` shows where it is)."
     return None
+
+
+def _team_context(s: Session, obj: Objective) -> list[str]:
+    """What a team's manager plans with: its parent's goal and the outputs of the steps its
+    own step depends on (data, like memory: never instructions)."""
+    if obj.parent_id is None or obj.parent_step_id is None:
+        return []
+    parent, step = s.get(Objective, obj.parent_id), s.get(Step, obj.parent_step_id)
+    assert parent is not None and step is not None
+    lines = [f"This team does one step ('{step.title}') of objective #{parent.id}: "
+             f"{parent.goal}"]
+    lines += [f"Output of the step '{title}': {output}" for title, output in s.execute(
+        select(Step.title, Step.output).where(
+            Step.objective_id == parent.id, Step.plan_version == step.plan_version,
+            Step.key.in_(list(step.depends_on)), Step.state == StepState.FINISHED)
+        .order_by(Step.position))]
+    return lines
 
 
 def _already(approval: Approval) -> str:

@@ -52,6 +52,13 @@ class Objective(Base):
     state_reason: Mapped[str | None] = mapped_column(Text, default=None)
     plan_version: Mapped[int] = mapped_column(Integer, default=0)
     summary: Mapped[str | None] = mapped_column(Text, default=None)
+    # A team's objective: the step of the parent that it does (unique: one team per step, so two
+    # processes, or a restart, never start a second), its root, and how deep it nests.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("objectives.id"), index=True,
+                                                  default=None)
+    parent_step_id: Mapped[int | None] = mapped_column(Integer, unique=True, default=None)
+    root_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
+    depth: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
@@ -74,6 +81,7 @@ class Step(Base):
     instructions: Mapped[str] = mapped_column(Text)
     depends_on: Mapped[list[Any]] = mapped_column(default=list)
     needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    team: Mapped[bool] = mapped_column(Boolean, default=False)  # done by a team of its own
     state: Mapped[str] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     output: Mapped[str | None] = mapped_column(Text, default=None)

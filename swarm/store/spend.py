@@ -56,7 +56,10 @@ def _one(s: Session, query: Select[Any]) -> Spend:
     return _spend(s.execute(query).one())
 
 
-def objective_spend(s: Session, objective_id: int) -> Spend:
+def objective_spend(s: Session, objective_id: int | list[int]) -> Spend:
+    """One objective's spend, or several's together (an objective and its teams)."""
+    if isinstance(objective_id, list):
+        return _one(s, select(*_COLUMNS).where(LLMCall.objective_id.in_(objective_id)))
     return _one(s, select(*_COLUMNS).where(LLMCall.objective_id == objective_id))
 
 
