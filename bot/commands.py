@@ -172,16 +172,25 @@ async def status(inv: Invocation) -> CommandReply:
     view = objective_of(inv)
     if isinstance(view, CommandReply):
         return view
-    lines = [_line(view)]
-    for st in view.steps:
-        took = f" · {st.elapsed_s:.1f}s" if st.elapsed_s is not None else ""
-        lines.append(f"  {st.key} {st.state} · {st.role} · {st.title}{took}")
+    lines = [_line(view), *_step_lines(view, "  ")]
     if view.summary:
         lines.append(view.summary)
     if drawn:
         lines.append((await inv.swarm.request_picture(view.id, inv.user)).message
                      if view.steps else "It has no plan to draw yet.")
     return CommandReply("\n".join(lines))
+
+
+def _step_lines(view: ObjectiveView, indent: str) -> list[str]:
+    """The steps, each team expanded under its step (the whole tree)."""
+    lines = []
+    for st in view.steps:
+        took = f" · {st.elapsed_s:.1f}s" if st.elapsed_s is not None else ""
+        lines.append(f"{indent}{st.key} {st.state} · {st.role} · {st.title}{took}")
+        if (team := view.teams.get(st.id)) is not None:
+            lines.append(f"{indent}  team {_line(team)}")
+            lines += _step_lines(team, indent + "    ")
+    return lines
 
 
 @command("list", "list [--all]", "this channel's latest objectives (--all: the team's)",

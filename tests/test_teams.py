@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -22,7 +23,11 @@ from swarm.store.models import (
 from swarm.store.spend import objective_spend
 from swarm.store.views import ObjectiveView
 from tests.fakes.openai_server import FakeOpenAI, Received
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_bot import start_bot
 from tests.scenarios import THREAD, approve_all, outbox_kinds, run_goal
+from tests.test_cli import _run as run_cli
+from tests.test_slack import click, mention, progress_edits, with_buttons
 from tests.test_spend import over_fake
 
 GOAL = "Launch a localized campaign for our SaaS in Japan [team]"
@@ -258,3 +263,45 @@ async def test_a_step_starts_one_team_though_two_swarms_drive_it(
                                 channel_id="general", thread_id="t-1", requester="alice",
                                 state=ObjectiveState.PLANNING, parent_id=view.id,
                                 parent_step_id=view.steps[2].id))
+
+
+# -- the tree in the progress message -------------------------------------------------------
+def test_the_console_shows_the_team_as_one_line_of_its_tree_and_status_expands_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(tmp_path, monkeypatch, capsys, "run", "--yes", GOAL)
+    assert code == 0, text
+    assert "⑂ team #2 takes on 'Draft the deliverable'" in text
+    assert "└ s3 team #2 (running) ■■■■■ 5/5 done" in text  # its last step, as it finished
+    assert "approval needed: Run step 'Prepare the rollout'" in text  # the team's, asked here
+    assert "Objective #2 finished" in text and "Objective #1 finished" in text
+    code, text = run_cli(tmp_path, monkeypatch, capsys, "status", "1")
+    assert "s3/s5" in text and "#2 Write the main deliverable" in text
+
+
+async def test_slack_shows_the_team_in_the_objectives_progress_message_and_asks_in_its_thread(
+        tmp_path: Path, sqlite_url: str, api: FakeSlackAPI) -> None:
+    bot = await start_bot(tmp_path, sqlite_url, api)
+    try:
+        plan, mention_ts = await mention(bot, api, GOAL)
+        assert ":busts_in_silhouette: a team of its own" in plan.text()
+        await click(bot, plan)
+        asked = await api.wait_for(lambda: with_buttons(api, "Approval needed"),
+                                   what="the team's step approval")
+        assert asked[-1].params["thread_ts"] == mention_ts
+        await click(bot, asked[-1])
+        rollout = await api.wait_for(lambda: with_buttons(api, "Approval needed")[1:],
+                                     what="the parent's own step approval")
+        await click(bot, rollout[-1])
+        await api.wait_for(lambda: api.posted("Objective #1 finished"), what="the results")
+        await bot.runtime.dispatcher.drain()
+        for adapter in bot.runtime.dispatcher.adapters.values():
+            await adapter.progress.flush()
+        first, edits = progress_edits(api)  # one progress message for the whole tree
+        shown = edits[-1].text() if edits else first.text()
+        assert "team #2 finished: 5/5 steps" in shown
+        assert any("team #2 running" in c.text() for c in edits)
+        status = (await bot.events.command("status 1")).json()["text"]
+        assert "team #2 finished · 5/5 steps" in status and "s5 finished" in status
+    finally:
+        await bot.close()

@@ -28,6 +28,7 @@ from swarm.events import (
     StepRevised,
     StepStarted,
     StepTroubleshot,
+    TeamStarted,
 )
 from swarm.services.objectives import Swarm
 from swarm.store.models import ThreadRef
@@ -113,7 +114,9 @@ class ConsoleAdapter:
         # Every read comes before the first line: a read that fails leaves nothing shown, so
         # the dispatcher's retry prints no line (and asks nothing) twice. Prompts only for what
         # still waits: `resume` may deliver events of an objective that ended long ago.
-        view = self.swarm.view(event.objective_id) if event.progress else None
+        # a team's progress shows in its tree's: the root's bar, with the team's line in it
+        view = self.swarm.view(self.swarm.root_of(event.objective_id)) if event.progress \
+            else None
         waiting = self._waiting(event)
         drawn = picture.snapshot_for(event, self.swarm.view) if self.pictures else None
         out = self.console.print
@@ -148,6 +151,9 @@ class ConsoleAdapter:
                 return  # a retry changes no step: no progress line
             case StepTroubleshot():
                 out(troubleshoot_lines(event))
+            case TeamStarted():
+                out(f"[cyan]⑂ team #{event.team}[/] takes on '{event.title}' (its own plan; "
+                    f"it reports one summary)")
             case QuestionAsked():
                 out(f"[yellow]question[/] from '{event.title}': {event.question}")
                 if waiting:

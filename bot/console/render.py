@@ -10,8 +10,8 @@ from swarm.store.spend import Spend, TeamDay
 from swarm.store.views import ObjectiveView, StepView
 
 STATE_MARK = {"pending": "·", "awaiting_approval": "?", "ready": "·", "running": "▶",
-              "waiting_human": "…", "finished": "✔", "failed": "✖", "skipped": "–",
-              "cancelled": "✖", "replaced": "⤷"}
+              "waiting_human": "…", "waiting_team": "⑂", "finished": "✔", "failed": "✖",
+              "skipped": "–", "cancelled": "✖", "replaced": "⤷"}
 _ACTION = {"retry": "retry with new instructions", "replan": "replace it by smaller steps",
            "ask_humans": "ask the humans"}
 
@@ -21,7 +21,8 @@ def plan_table(event: PlanProposed) -> Table:
     for col in ("step", "role", "title", "after", "approval"):
         table.add_column(col)
     for st in event.steps:
-        table.add_row(st.key, st.role, st.title, ", ".join(st.depends_on) or "—",
+        table.add_row(st.key, st.role, st.title + (" (a team of its own)" if st.team else ""),
+                      ", ".join(st.depends_on) or "—",
                       "needs approval" if st.needs_approval else "")
     return table
 
@@ -34,14 +35,24 @@ def status_table(view: ObjectiveView, ceiling: Ceiling | None = None) -> Table:
                   caption_justify="left")
     for col in ("", "step", "role", "title", "state", "attempts", "time", "tokens", "cost"):
         table.add_column(col)
-    for st in [*view.steps, *view.replaced]:
-        _step_row(table, st)
+    _step_rows(table, view)
     return table
 
 
-def _step_row(table: Table, st: StepView) -> None:
+def _step_rows(table: Table, view: ObjectiveView, prefix: str = "") -> None:
+    """The steps, each team's own steps under its step (expanded: the whole tree)."""
+    for st in [*view.steps, *view.replaced]:
+        _step_row(table, st, prefix)
+        if (team := view.teams.get(st.id)) is not None:
+            table.add_row("", f"{prefix}{st.key}/", "team", f"#{team.id} {team.goal}",
+                          team.state, "", f"{team.elapsed_s:.1f}s", f"{team.spend.tokens:,}",
+                          team.spend.show_cost())
+            _step_rows(table, team, f"{prefix}{st.key}/")
+
+
+def _step_row(table: Table, st: StepView, prefix: str = "") -> None:
     elapsed = f"{st.elapsed_s:.1f}s" if st.elapsed_s is not None else ""
-    table.add_row(STATE_MARK.get(st.state, " "), st.key, st.role, st.title, st.state,
+    table.add_row(STATE_MARK.get(st.state, " "), prefix + st.key, st.role, st.title, st.state,
                   str(st.attempts), elapsed, f"{st.spend.tokens:,}", st.spend.show_cost())
 
 
@@ -86,10 +97,18 @@ def troubleshoot_lines(event: StepTroubleshot) -> Text:
 
 
 def progress_line(view: ObjectiveView) -> Text:
-    done = sum(st.state == "finished" for st in view.steps)
+    """The objective's bar, then one line per team below it (the tree, each with its counts)."""
+    return Text("\n".join(_progress_lines(view, "  ")), style="dim")
+
+
+def _progress_lines(view: ObjectiveView, indent: str, head: str = "") -> list[str]:
     running = sum(st.state == "running" for st in view.steps)
-    bar = "".join("■" if st.state == "finished" else "▶" if st.state == "running" else "□"
-                  for st in view.steps)
-    return Text(f"  {bar} {done}/{len(view.steps)} done · {running} running · "
-                f"{view.tokens} tokens · {view.spend.show_cost()} · {view.elapsed_s:.1f}s",
-                style="dim")
+    bar = "".join("■" if st.state == "finished" else "▶" if st.state == "running" else
+                  "⑂" if st.state == "waiting_team" else "□" for st in view.steps)
+    lines = [f"{indent}{head}{bar} {view.done}/{len(view.steps)} done · {running} running · "
+             f"{view.tokens} tokens · {view.spend.show_cost()} · {view.elapsed_s:.1f}s"]
+    for st in view.steps:
+        if (team := view.teams.get(st.id)) is not None:
+            lines += _progress_lines(team, indent + "  ",
+                                     f"└ {st.key} team #{team.id} ({team.state}) ")
+    return lines

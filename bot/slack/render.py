@@ -38,7 +38,8 @@ APPROVE_REACTIONS = frozenset({"white_check_mark", "heavy_check_mark", "+1"})
 REJECT_REACTIONS = frozenset({"x", "no_entry_sign", "-1"})
 STATE_MARK = {"pending": ":white_circle:", "ready": ":white_circle:",
               "awaiting_approval": ":lock:", "running": ":arrows_counterclockwise:",
-              "waiting_human": ":speech_balloon:", "finished": ":white_check_mark:",
+              "waiting_human": ":speech_balloon:", "waiting_team": ":busts_in_silhouette:",
+              "finished": ":white_check_mark:",
               "failed": ":x:", "skipped": ":heavy_minus_sign:", "cancelled": ":no_entry_sign:",
               "planning": ":thought_balloon:", "paused": ":double_vertical_bar:"}
 Block = dict[str, Any]
@@ -116,7 +117,9 @@ def accepted(ev: ObjectiveAccepted) -> SlackMessage:
 def plan(ev: PlanProposed) -> SlackMessage:
     lines = [f"• `{st.key}` *{escape(_clip(st.title, 120))}* — {escape(st.role)}"
              + (f" (after {', '.join(st.depends_on)})" if st.depends_on else "")
-             + (" :lock: asks approval" if st.needs_approval else "") for st in ev.steps]
+             + (" :lock: asks approval" if st.needs_approval else "")
+             + (" :busts_in_silhouette: a team of its own" if st.team else "")
+             for st in ev.steps]
     blocks = [section(f"*Plan v{ev.version} for objective #{ev.objective_id}* "
                       f"({len(ev.steps)} steps)\n{escape(_clip(ev.rationale, 600))}"),
               section("\n".join(lines)),
@@ -147,23 +150,27 @@ def decided(ev: ApprovalDecided, view: ObjectiveView | None) -> SlackMessage:
     return SlackMessage(f"{verb} by {ev.user}: {ev.title}", blocks)
 
 
-def _step_facts(st: StepView) -> list[str]:
+def _step_facts(st: StepView, team: ObjectiveView | None = None) -> list[str]:
     """What a step's line or card says beside its title: a state worth saying, the attempt,
-    the time it took."""
+    its team (one line of the team's own counts: `/swarm status ID` expands it), the time it
+    took."""
     facts = []
     if st.state not in ("finished", "pending", "ready"):
         facts.append(st.state.replace("_", " "))
-    if st.attempts > 1:
+    if st.attempts > 1 and team is None:
         facts.append(f"attempt {st.attempts}")
+    if team is not None:
+        facts.append(f"team #{team.id} {team.state.replace('_', ' ')}: "
+                     f"{team.done}/{len(team.steps)} steps · {team.tokens:,} tokens")
     if (elapsed := _seconds(st.elapsed_s)):
         facts.append(elapsed)
     return facts
 
 
-def _step_line(st: StepView) -> str:
+def _step_line(st: StepView, team: ObjectiveView | None = None) -> str:
     return " · ".join([f"{STATE_MARK.get(st.state, ':white_circle:')} `{st.key}` "
                        f"*{escape(_clip(st.title, 100))}* — {escape(st.role)}",
-                       *_step_facts(st)])
+                       *_step_facts(st, team)])
 
 
 def progress(view: ObjectiveView) -> SlackMessage:
@@ -172,13 +179,15 @@ def progress(view: ObjectiveView) -> SlackMessage:
             f"{escape(_clip(view.goal, 300))}")
     spend = (f"{view.state.replace('_', ' ')} · {done}/{len(view.steps)} steps done · "
              f"{view.tokens:,} tokens · {view.spend.show_cost()} · {_seconds(view.elapsed_s)}")
-    checklist = "\n".join(_step_line(st) for st in view.steps) or "_no steps yet_"
+    checklist = "\n".join(_step_line(st, view.teams.get(st.id))
+                          for st in view.steps) or "_no steps yet_"
     return SlackMessage(f"Objective #{view.id}: {done}/{len(view.steps)} steps done",
                         [section(head), section(checklist), context(spend)])
 
 
 # A step's state as a task card shows it (Slack knows four); the card's details say the rest.
-TASK_STATUS = {"running": "in_progress", "waiting_human": "in_progress", "finished": "complete",
+TASK_STATUS = {"running": "in_progress", "waiting_human": "in_progress",
+               "waiting_team": "in_progress", "finished": "complete",
                "skipped": "complete", "failed": "error", "cancelled": "error"}
 PLAN_TASKS = 50  # Slack's most task cards in one plan block
 TASK_TITLE_CHARS, TASK_TEXT_CHARS = 150, 300
@@ -189,8 +198,8 @@ def _rich(text: str) -> RichTextBlock:
         elements=[RichTextElementParts.Text(text=text)])])
 
 
-def _task(st: StepView) -> TaskCardBlock:
-    details = [st.role, *_step_facts(st)]
+def _task(st: StepView, team: ObjectiveView | None = None) -> TaskCardBlock:
+    details = [st.role, *_step_facts(st, team)]
     # plain text, not mrkdwn: nothing to escape; redacted like every other message
     shown = st.error if st.state == "failed" else st.output if st.state == "finished" else None
     output = _rich(_clip(redact(" ".join(shown.split())), TASK_TEXT_CHARS)) if shown else None
@@ -205,7 +214,8 @@ def progress_plan(view: ObjectiveView) -> SlackMessage:
     shown = view.steps[:PLAN_TASKS]
     message = progress(view)
     title = _clip(f"Objective #{view.id} — {view.goal}", TASK_TITLE_CHARS)
-    blocks: list[Block] = [PlanBlock(title=title, tasks=[_task(st) for st in shown]).to_dict()]
+    tasks = [_task(st, view.teams.get(st.id)) for st in shown]
+    blocks: list[Block] = [PlanBlock(title=title, tasks=tasks).to_dict()]
     if len(view.steps) > len(shown):
         blocks.append(context(f"…and {len(view.steps) - len(shown)} more steps"))
     return SlackMessage(message.text, blocks + [message.blocks[-1]])  # and the spend line
