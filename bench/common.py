@@ -27,6 +27,7 @@ class Node:
     key: str
     deps: tuple[str, ...]
     latency_s: float  # what one step costs in model time (worker + critic together)
+    team: Shape | None = None  # done by a team of its own first; latency_s is its summary
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,22 @@ class Shape:
 
     @property
     def size(self) -> int:
-        return len(self.nodes)
+        """Steps in the whole tree: a team's own steps count, as they run."""
+        return sum(1 + (n.team.size if n.team else 0) for n in self.nodes)
 
     def instant(self) -> Shape:
         """The same DAG with no model latency: a warm-up that takes every code path."""
-        return Shape(self.name, tuple(Node(n.key, n.deps, 0.0) for n in self.nodes), 0.0)
+        return Shape(self.name, tuple(Node(n.key, n.deps, 0.0, n.team and n.team.instant())
+                                      for n in self.nodes), 0.0)
 
     def _longest(self) -> dict[str, tuple[float, int]]:
-        """Per node: (latency, step count) of the longest path that ends with it."""
+        """Per node: (latency, step count) of the longest path that ends with it; a team
+        node's path runs through its team's critical path, then its summary."""
         best: dict[str, tuple[float, int]] = {}
         for n in self.nodes:  # nodes are listed in dependency order
             before = max((best[d] for d in n.deps), default=(0.0, 0))
-            best[n.key] = (before[0] + n.latency_s, before[1] + 1)
+            inner = (n.team.bound_s, n.team.depth) if n.team else (0.0, 0)
+            best[n.key] = (before[0] + inner[0] + n.latency_s, before[1] + inner[1] + 1)
         return best
 
     @property
@@ -84,6 +89,24 @@ def long_step_vs_chain(latency_s: float, chain: int = 4, long_factor: int = 4) -
         prev = (f"c{i}",)
     nodes.append(Node("join", ("long", f"c{chain - 1}"), latency_s))
     return Shape(f"{long_factor}L || chain {chain}xL, join", tuple(nodes), latency_s)
+
+
+def team_vs_flat(latency_s: float) -> tuple[Shape, Shape]:
+    """Three parallel steps, then a team of its own (layered 2x3) and its summary, then a join;
+    and the same steps flat, the team's inlined: one critical path (5 L), one step count (11)."""
+    first = [Node(f"a{i}", (), latency_s) for i in range(3)]
+    heads = tuple(n.key for n in first)
+    team = layered(2, 3, latency_s)
+    with_team = Shape("3 || a team (layered 2x3) + summary, join", tuple(
+        [*first, Node("team", heads, latency_s, team), Node("join", ("team",), latency_s)]),
+        latency_s)
+    inner = [Node(f"t{n.key}", tuple(f"t{d}" for d in n.deps) or heads, n.latency_s)
+             for n in team.nodes]
+    last = tuple(n.key for n in inner[-3:])
+    flat = Shape("the same 11 steps flat", tuple(
+        [*first, *inner, Node("sum", last, latency_s), Node("join", ("sum",), latency_s)]),
+        latency_s)
+    return with_team, flat
 
 
 def chain(length: int, latency_s: float = 0.0) -> Shape:

@@ -44,6 +44,7 @@ from common import (
     pg_answers,
     pg_schema,
     table,
+    team_vs_flat,
     verdict,
 )
 from pydantic import BaseModel
@@ -118,16 +119,24 @@ async def timed(run: Callable[[], Awaitable[None]], start: Callable[[], Awaitabl
 def dag_planner(shape: Shape) -> Callable[[str, list[str], CallContext], Awaitable[PlanSpec]]:
     """A planner hook that returns the shape as a plan (the warm-up goal gets the same DAG with
     no latency, so that every statement the run needs is compiled before it is timed)."""
-    def spec(shape: Shape) -> PlanSpec:
+    teams: dict[str, PlanSpec] = {}  # a team's goal (its step's instructions) -> its plan
+
+    def spec(shape: Shape, tag: str) -> PlanSpec:
+        for n in shape.nodes:
+            if n.team is not None:
+                teams[f"{tag} team {n.key} of the benchmark objective."] = spec(n.team, tag)
         return PlanSpec(rationale=f"benchmark: {shape.name}", steps=[
             StepSpec(key=n.key, title=f"[latency:{n.latency_s * 500:g}] Step {n.key}",
-                     role=ROLES[i % len(ROLES)], depends_on=list(n.deps),
-                     instructions=f"Work on part {n.key} of the benchmark objective.")
+                     role=ROLES[i % len(ROLES)], depends_on=list(n.deps), team=bool(n.team),
+                     instructions=f"{tag} team {n.key} of the benchmark objective." if n.team
+                     else f"Work on part {n.key} of the benchmark objective.")
             for i, n in enumerate(shape.nodes)])
 
-    plan, warm = spec(shape), spec(shape.instant())
+    plan, warm = spec(shape, "run"), spec(shape.instant(), "warm-up")
 
     async def planner(goal: str, memories: list[str], ctx: CallContext) -> PlanSpec:
+        if goal in teams:
+            return teams[goal]
         return warm if goal.startswith("warm-up") else plan
 
     return planner
@@ -235,7 +244,7 @@ async def run_threadswarm(shape: Shape, n: int, url: str, data_dir: Path, sample
             await _approve(swarm, ids)
 
         await timed(swarm.join, approve, samples)
-        _check(swarm, ids, shape.size * n)
+        _check(swarm, ids, len(shape.nodes) * n)
     finally:
         await swarm.shutdown()
         close_llm(swarm.llm)
@@ -374,12 +383,17 @@ class Case:
     shape: Shape
     objectives: int
     note: str = ""
+    threadswarm_only: bool = False  # a team of its own: no LangGraph twin is built for it
 
 
 def cases(quick: bool) -> list[tuple[str, list[Case]]]:
     ms50, second = 0.050, 1.0
+    teams = [Case(shape, n, threadswarm_only=True) for n in (1, 10)
+             for shape in team_vs_flat(0.02 if quick else ms50)]
+    team_title = (f"a team of its own vs the same steps flat, L={20 if quick else 50} ms "
+                  "(threadswarm only)")
     if quick:
-        return [
+        return [(team_title, teams),
             ("layered 4x3, L=20 ms", [Case(layered(4, 3, 0.02), n) for n in (1, 10)]),
             ("80 ms step || chain of 4x20 ms, then a join", [
                 Case(long_step_vs_chain(0.02), n) for n in (1, 10)]),
@@ -399,6 +413,7 @@ def cases(quick: bool) -> list[tuple[str, list[Case]]]:
         ("L=1 s at 100 objectives", [
             Case(layered(8, 5, second), 100),
             Case(long_step_vs_chain(second), 100)]),
+        (team_title, teams),
     ]
 
 
@@ -426,6 +441,21 @@ def shape_table(results: list[Result]) -> str:
 
 
 # -- the CPU split ----------------------------------------------------------------------------
+def team_overhead(results: list[Result]) -> str:
+    """The cost of a team of its own, measured side by side with the same steps flat: same
+    critical path, same step count; what is left is the team's planning, its delegation and
+    its summary's second claim."""
+    flat = {(r.runner, r.objectives): r for r in results
+            if not r.error and not any(n.team for n in r.shape.nodes)}
+    rows = [[r.objectives, r.runner, fmt(r.ratio, 3), fmt(flat[key].ratio, 3),
+             fmt(r.wall_s / flat[key].wall_s, 2),
+             ms((r.wall_s - flat[key].wall_s) / r.objectives, 1)]
+            for r in results if not r.error and any(n.team for n in r.shape.nodes)
+            and (key := (r.runner, r.objectives)) in flat]
+    return table(["objectives", "runner", "team: wall / bound", "flat: wall / bound",
+                  "team ÷ flat wall", "extra ms per objective"], rows)
+
+
 def _step_messages() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     roles = load_roles()
     brief = StepBrief(goal="Benchmark objective 0", title="[latency:0] Step s1",
@@ -595,6 +625,8 @@ async def main(args: argparse.Namespace) -> None:
         group_results: list[Result] = []
         for case in group:
             for runner in runners:
+                if case.threadswarm_only and not runner.startswith("threadswarm"):
+                    continue
                 repeats = args.repeats if case.objectives == 1 else 1
                 group_results.append(await run_one(runner, case.shape, case.objectives, repeats))
         results += group_results
@@ -602,6 +634,8 @@ async def main(args: argparse.Namespace) -> None:
                                   f"{c.shape.depth} steps on the critical path" for c in group}))
         notes = "".join(f" Note: {c.note}." for c in group if c.note)
         print(f"### {title}\n\n{bound}.{notes}\n\n{shape_table(group_results)}\n", flush=True)
+        if any(c.threadswarm_only for c in group):
+            print(team_overhead(group_results) + "\n", flush=True)
     chain_full = next((r for r in results if r.runner == "threadswarm sqlite"
                        and r.shape.name.startswith("chain") and r.objectives == 1), None)
     split, engine_cpu = await cpu_split(args.quick, use_pg, chain_full)

@@ -49,15 +49,16 @@ class PlanLimits:
         return self.max_steps if self.tree_left is None else min(self.max_steps, self.tree_left)
 
 
-def limit_errors(plan: PlanSpec, limits: PlanLimits) -> list[str]:
-    """The one home of the size and depth rules, for the manager's re-ask and the last check."""
+def limit_errors(plan: PlanSpec, limits: PlanLimits, *, own_bound: bool = True) -> list[str]:
+    """The one home of the size and depth rules, for the manager's re-ask and the last check
+    (which leaves a custom planner's own plan size to it: `own_bound` False)."""
     errors: list[str] = []
     n = len(plan.steps)
     if limits.tree_left is not None and n > limits.tree_left:
         errors.append(f"this team may plan at most {max(limits.tree_left, 0)} steps, not {n}: "
                       f"its tree of teams holds at most {limits.max_tree_steps} steps "
                       f"(THREADSWARM_MAX_TREE_STEPS)")
-    elif not 1 <= n <= limits.max_steps:
+    elif own_bound and not 1 <= n <= limits.max_steps:
         errors.append(f"a plan needs between 1 and {limits.max_steps} steps, not {n}")
     if not limits.teams:
         errors += [f"step {s.key}: cannot be a team: teams nest at most {limits.max_depth} deep "

@@ -271,7 +271,8 @@ class Swarm:
         with self.db.tx() as s:
             obj = s.get(Objective, objective_id)
             assert obj is not None
-            if errors := limit_errors(plan, self.plan_limits(s, obj)):  # also a custom planner's
+            # the tree's bounds hold for a custom planner's plan too
+            if errors := limit_errors(plan, self.plan_limits(s, obj), own_bound=False):
                 self._fail_planning(s, obj, "; ".join(errors))
                 return
             version = obj.plan_version + 1
