@@ -97,3 +97,20 @@ async def test_a_secret_in_a_goal_never_reaches_memory(
     assert swarm.memory is not None
     texts = [m.text for m in swarm.memory.list("team-a", limit=200)]
     assert texts and not any(secret in t for t in texts)
+
+
+async def test_a_teams_details_stay_recallable_while_its_parent_sees_only_the_summary(
+        swarm_with_memory: tuple[Swarm, list[list[str]]]) -> None:
+    swarm, _ = swarm_with_memory
+    started = await swarm.start_objective("Launch a localized campaign in Japan [team]", TEAM_A,
+                                          "alice", "evt-1")
+    view = await approve_all(swarm, started.objective_id)
+    await swarm.join()
+    assert view.state == "finished"
+    team = next(iter(view.teams.values()))
+    assert swarm.memory is not None
+    kept = {m.text for m in swarm.memory.list("team-a", kind="result", limit=50)
+            if m.objective_id == team.id}
+    assert {f"Team #{team.id}, '{st.title}': {st.output}" for st in team.steps} == kept
+    found = await swarm.recall_texts("team-a", "review of security, privacy and legal risks", 3)
+    assert any(text.startswith(f"Team #{team.id}, 'Review risks") for text in found)

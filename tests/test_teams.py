@@ -303,5 +303,7 @@ async def test_slack_shows_the_team_in_the_objectives_progress_message_and_asks_
         assert any("team #2 running" in c.text() for c in edits)
         status = (await bot.events.command("status 1")).json()["text"]
         assert "team #2 finished · 5/5 steps" in status and "s5 finished" in status
+        listed = (await bot.events.command("list")).json()["text"]
+        assert "#1 finished" in listed and "#2" not in listed  # one line per tree
     finally:
         await bot.close()

@@ -298,6 +298,12 @@ class Swarm:
                                                        for st in steps)))
                 audit(s, "manager", "plan.proposed", obj.id, version=version,
                       steps=[st.key for st in steps], team_of=obj.parent_id)
+                parent = s.get(Objective, obj.parent_id)
+                if parent is not None and parent.state == ObjectiveState.PAUSED:
+                    # paused while its team was planning: the team waits with it
+                    move_objective(s, obj, ObjectiveState.PAUSED,
+                                   f"Paused with objective #{parent.id}.",
+                                   only_from=[ObjectiveState.RUNNING])
                 oid = obj.id
                 after_commit(s, lambda: self.engine.poke(oid))
                 return
@@ -784,7 +790,7 @@ class Swarm:
                     if st.state == StepState.FINISHED and st.output:
                         detail = f"Team #{obj.id}, '{st.title}': {st.output}"
                         after_commit(s, partial(self.remember_later, team, detail,
-                                                "team_result", objective_id))
+                                                "result", objective_id))
 
     # -- start-up ----------------------------------------------------------------------------
     async def recover(self) -> list[int]:
@@ -816,9 +822,11 @@ class Swarm:
 
     def objectives(self, *, team_id: str | None = None, active_only: bool = False,
                    limit: int = 20, thread: ThreadRef | None = None) -> list[ObjectiveView]:
-        """The latest first: of a team, or of one thread (e.g. the one whose Stop was clicked)."""
+        """The latest first: of a team, or of one thread (e.g. the one whose Stop was clicked);
+        one per tree: a team shows in its root's view."""
         with self.db.read() as s:
-            q = select(Objective).order_by(Objective.id.desc()).limit(limit)
+            q = select(Objective).where(Objective.parent_id.is_(None)) \
+                .order_by(Objective.id.desc()).limit(limit)
             if team_id is not None:
                 q = q.where(Objective.team_id == team_id)
             if thread is not None:
