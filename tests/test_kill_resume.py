@@ -185,17 +185,21 @@ def exit_code(proc: subprocess.Popen[bytes]) -> int:
         raise NeverExited(f"{proc.args!r} had not exited after {EXIT_S:.0f} s") from None
 
 
+def run_uninterrupted(tmp: Path, goal: str) -> str:
+    """`threadswarm run --yes GOAL` in this process on a fresh database; returns its URL."""
+    url = f"sqlite:///{tmp / 'threadswarm.db'}"
+    settings = Settings(data_dir=tmp, database_url=url, offline_latency_ms=0,
+                        memory_enabled=False)
+    args = threadswarm.build_parser().parse_args(["run", "--yes", goal])
+    assert asyncio.run(threadswarm.cmd_run(args, settings)) == 0
+    return url
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     """`threadswarm run --yes GOAL` on a fresh database, never interrupted. In this process: a
     process start costs seconds, and the offline model answers the same at any latency."""
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    url = f"sqlite:///{tmp / 'threadswarm.db'}"
-    settings = Settings(data_dir=tmp, database_url=url, offline_latency_ms=0,
-                        memory_enabled=False)
-    args = threadswarm.build_parser().parse_args(["run", "--yes", GOAL])
-    assert asyncio.run(threadswarm.cmd_run(args, settings)) == 0
-    engine = create_engine(url)
+    engine = create_engine(run_uninterrupted(tmp_path_factory.mktemp("uninterrupted"), GOAL))
     try:
         reference = outcome(engine)
         assert_as_uninterrupted(engine, reference, {})  # the invariants hold where nothing died

@@ -2,7 +2,6 @@
 either level, and the tree ends as an uninterrupted run of it does."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import NamedTuple
 
@@ -10,11 +9,16 @@ import pytest
 from sqlalchemy import Engine, and_, create_engine, select
 from sqlalchemy.orm import Session
 
-from bot import cli as threadswarm
-from swarm.config import Settings
 from swarm.store.models import Objective, Step, StepRun
 from tests.processes import kill_when
-from tests.test_kill_resume import EXIT_S, accepted_runs, assert_consistent, exit_code, start
+from tests.test_kill_resume import (
+    EXIT_S,
+    accepted_runs,
+    assert_consistent,
+    exit_code,
+    run_uninterrupted,
+    start,
+)
 
 GOAL = "Launch a localized campaign for our SaaS in Japan [team]"
 
@@ -60,13 +64,8 @@ def tree(engine: Engine) -> tuple[list[tuple[int, int, str]], list[End]]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory
                   ) -> tuple[list[tuple[int, int, str]], list[End]]:
-    tmp = tmp_path_factory.mktemp("uninterrupted-team")
-    url = f"sqlite:///{tmp / 'threadswarm.db'}"
-    settings = Settings(data_dir=tmp, database_url=url, offline_latency_ms=0,
-                        memory_enabled=False)
-    args = threadswarm.build_parser().parse_args(["run", "--yes", GOAL])
-    assert asyncio.run(threadswarm.cmd_run(args, settings)) == 0
-    engine = create_engine(url)
+    engine = create_engine(run_uninterrupted(tmp_path_factory.mktemp("uninterrupted-team"),
+                                             GOAL))
     try:
         reference = tree(engine)
     finally:

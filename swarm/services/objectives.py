@@ -771,7 +771,10 @@ class Swarm:
             done = sum(st.state == StepState.FINISHED for st in view.steps)
             summary = (f"{done} of {len(view.steps)} steps finished"
                        + (f"; failed: {', '.join(st.title for st in failed)}" if failed else "")
-                       + f". {view.tokens} tokens, {view.spend.show_cost()}.")
+                       + f". {view.tokens} tokens, {view.spend.show_cost()}."
+                       + (f" Its teams: {sum(t.tokens for t in view.teams.values())} tokens, "
+                          f"${sum(t.cost for t in view.teams.values()):.4f}."
+                          if view.teams else ""))
             if not move_objective(s, obj, state, summary, only_from=[ObjectiveState.RUNNING],
                                   summary=summary):
                 return
