@@ -47,6 +47,7 @@ PALETTE: dict[str, tuple[str, tuple[int, int, int]]] = {
     "ready": ("pending", (226, 232, 240)),
     "awaiting_approval": (WAITING, (253, 230, 138)),
     "waiting_human": (WAITING, (253, 230, 138)),
+    "waiting_team": ("its team works", (165, 243, 252)),
     "running": ("running", (147, 197, 253)),
     "finished": ("finished", (134, 239, 172)),
     "failed": ("failed", (252, 165, 165)),
@@ -142,7 +143,12 @@ def snapshot_for(event: Event, view: Callable[[int], ObjectiveView | None]
         return from_plan(event, current.goal if current else "")
     if isinstance(event, ObjectiveFinished | PictureRequested):
         current = view(event.objective_id)
-        return from_view(current) if current is not None and current.steps else None
+        if current is None or not current.steps:
+            return None
+        # a team reports one summary line; its picture is asked for with `status ID --picture`
+        if isinstance(event, ObjectiveFinished) and current.parent_id is not None:
+            return None
+        return from_view(current)
     return None
 
 
