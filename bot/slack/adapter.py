@@ -56,7 +56,8 @@ class SlackAdapter:
             if (gone := permanent(exc)) is not None:
                 raise gone from exc
             raise
-        if (view := self.swarm.view(event.objective_id)) is not None:
+        # the thread's session is its tree's: a team's end does not close it
+        if (view := self.swarm.view(self.swarm.root_of(event.objective_id))) is not None:
             await self.sessions.show(view)  # after the messages: it never holds them back
 
     async def _deliver(self, event: Event, thread: ThreadRef, key: str) -> None:
