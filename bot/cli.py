@@ -240,8 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="you run the server: act as an admin of the team")
     admin.set_defaults(func=cmd_admin)
     serve.register(sub)
+    sync = sub.add_parser("discord-sync", help="register the /swarm app command with Discord "
+                                               "(globally, or in one guild)")
+    sync.add_argument("--guild", type=int, help="a guild's id: registered there at once")
+    sync.set_defaults(func=cmd_discord_sync)
     memory_commands.register(sub)
     return parser
+
+
+async def cmd_discord_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.discord.sync import cmd_discord_sync as sync  # discord.py loads only for this
+
+    return await sync(args)
 
 
 async def _with_memory(args: argparse.Namespace, settings: Settings) -> int:

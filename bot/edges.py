@@ -1,6 +1,6 @@
 """The chat edges `threadswarm serve` can run, and what each offers the shared web server.
 
-An edge is one platform's folder under bot/ (bot/slack/, later bot/discord/). `serve` builds
+An edge is one platform's folder under bot/ (bot/slack/, bot/discord/). `serve` builds
 every edge whose platform is configured, from this registry, and runs them side by side on one
 swarm: a new platform is one folder and one line here.
 """
@@ -45,6 +45,7 @@ Build = Callable[[Runtime], tuple[Edge | None, list[str]]]
 # platform -> "module:function", imported only when serve runs, so each SDK loads only then
 EDGES: dict[str, str] = {
     "slack": "bot.slack.app:from_environment",
+    "discord": "bot.discord.app:from_environment",
 }
 
 
@@ -61,6 +62,6 @@ def build_edges(runtime: Runtime) -> tuple[list[Edge], list[str]]:
             edges.append(edge)
     if not edges and not problems:
         problems.append("No chat platform is configured: set SLACK_BOT_TOKEN and "
-                        "SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode); see the "
-                        "README's Slack section.")
+                        "SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode), or "
+                        "DISCORD_TOKEN; see the README's Slack and Discord sections.")
     return edges, problems

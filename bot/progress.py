@@ -22,6 +22,16 @@ TRAILING_ATTEMPTS = 5
 CLOSE_S = 5.0  # bound of the wait at shutdown
 
 
+class EditLater(Exception):
+    """Raised by an Edit the platform asked to wait longer for than the edge will sleep (e.g.
+    discord.py's RateLimited past max_ratelimit_timeout): the edit is folded into the trailing
+    one, `after_s` later, instead of holding up the thread's deliveries."""
+
+    def __init__(self, after_s: float) -> None:
+        super().__init__(f"edit again in {after_s:.1f}s")
+        self.after_s = after_s
+
+
 # Post a rendered view in the thread: returns (channel id, message id).
 Post = Callable[[ObjectiveView, ThreadRef], Awaitable[tuple[str, str]]]
 # Edit the message (channel id, message id) to show the view.
@@ -56,8 +66,11 @@ class ProgressMessages:
                 return
             wait = self._last.get(key, float("-inf")) + self.interval_s - time.monotonic()
             if wait <= 0 and key not in self._trailing:
-                await self._edit(objective_id, thread, ref.channel_id, ref.message_id)
-                return
+                try:
+                    await self._edit(objective_id, thread, ref.channel_id, ref.message_id)
+                    return
+                except EditLater as later:
+                    wait = later.after_s
             self._dirty.setdefault(key, set()).add(objective_id)
             if key not in self._trailing:
                 task = asyncio.get_running_loop().create_task(self._trail(thread, wait))

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser("serve", help="serve the configured chat platforms (Slack: HTTP or "
-                                         "Socket Mode) and run the swarm")
+                                         "Socket Mode; Discord: the gateway) and run the "
+                                         "swarm")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (PORT sets the "
                                                          "port)")
     serve.set_defaults(func=cmd_serve)

@@ -1,6 +1,7 @@
 """`threadswarm serve`: the configured edges from the registry, one HTTP server, /healthz."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot import cli
@@ -57,4 +59,42 @@ def test_serve_answers_healthz_for_its_edges_and_stops_on_sigterm(tmp_path: Path
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+@pytest.mark.parametrize("with_slack", [False, True], ids=["discord-only", "slack-and-discord"])
+async def test_serve_connects_discord_from_its_token_alone_or_beside_slack(
+        tmp_path: Path, with_slack: bool) -> None:
+    from tests.fakes.discord_server import TOKEN, FakeDiscord
+
+    fake = await FakeDiscord().start()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_"))}
+    env.update(THREADSWARM_DATA_DIR=str(tmp_path), THREADSWARM_MEMORY_ENABLED="false",
+               PORT=str(port), DISCORD_TOKEN=TOKEN, DISCORD_API_URL=fake.api_url)
+    if with_slack:
+        env.update(SLACK_BOT_TOKEN="xoxb-1-serve-test-token", SLACK_SIGNING_SECRET="0" * 32,
+                   SLACK_API_URL="http://127.0.0.1:9/api/")
+    proc = subprocess.Popen(command("serve", "--host", "127.0.0.1"), env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        body: dict | None = None  # type: ignore[type-arg]
+        deadline = time.monotonic() + 60
+        async with aiohttp.ClientSession() as session:  # 503 while the gateway connects
+            while not (body and body["ok"]) and time.monotonic() < deadline \
+                    and proc.poll() is None:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        body = await r.json()
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        assert body is not None and body["ok"] is True
+        assert body["discord"]["gateway"] == "connected"
+        assert ("slack" in body) is with_slack
+        assert fake.identifies == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        await fake.close()
     assert proc.returncode == 0, err.decode()[-2000:]

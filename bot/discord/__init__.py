@@ -1,0 +1,1 @@
+"""The Discord edge: discord.py over the gateway, embeds and buttons, `/swarm` app commands."""

@@ -1,0 +1,259 @@
+"""Discord user stories end to end: the real discord.py client against a local Discord."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from swarm.store.models import OutboxEvent, ThreadRef
+from tests.fakes.discord_bot import DiscordBot, start_discord_bot
+from tests.fakes.discord_server import (
+    ADMIN,
+    ALICE,
+    CHANNEL_ID,
+    GUILD_ID,
+    MALLORY,
+    MANAGE_GUILD,
+    MEMBER_PERMISSIONS,
+    Call,
+    FakeDiscord,
+)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    server = await FakeDiscord().start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def bot(tmp_path: Any, sqlite_url: str, fake: FakeDiscord) -> AsyncIterator[DiscordBot]:
+    running = await start_discord_bot(tmp_path, sqlite_url, fake)
+    yield running
+    await running.close()
+
+
+def with_buttons(fake: FakeDiscord, needle: str) -> list[Call]:
+    return [c for c in fake.posted(needle) if c.custom_ids]
+
+
+async def mention(fake: FakeDiscord, goal: str) -> tuple[Call, dict[str, Any]]:
+    """Mention the bot in #general; return the plan message (with its buttons) and the mention."""
+    event = await fake.mention(goal)
+    plan = await fake.wait_for(lambda: with_buttons(fake, "Plan v1"), what="the plan")
+    return plan[-1], event
+
+
+def objective_id(bot: DiscordBot) -> int:
+    views = bot.runtime.swarm.objectives()
+    assert len(views) == 1
+    return views[0].id
+
+
+async def click(fake: FakeDiscord, message: Call, verb: str = "approve", user: str = ALICE,
+                permissions: int = MEMBER_PERMISSIONS) -> str:
+    """Click the message's button; return what the clicker was told (ephemerally)."""
+    custom_id = next(c for c in message.custom_ids if c.startswith(verb + ":"))
+    token = await fake.click(message.answer["id"], custom_id, user=user,
+                             permissions=permissions, as_shown=message.answer)
+    answers = await fake.wait_for(lambda: [c for c in fake.answers(token)
+                                           if c.path.startswith("/webhooks/")],
+                                  what="the followup")
+    deferred = [c for c in fake.answers(token) if c.path.startswith("/interactions/")]
+    assert deferred and deferred[0].at - answers[0].at <= 0, "deferred before the answer"
+    assert answers[0].body["flags"] & 64, "only the clicker sees the answer"
+    return str(answers[0].body["content"])
+
+
+async def approve_step_and_finish(fake: FakeDiscord, oid: int) -> None:
+    step = await fake.wait_for(lambda: with_buttons(fake, "Approval needed"),
+                               what="the step approval")
+    await click(fake, step[-1])
+    await fake.wait_for(lambda: fake.posted(f"Objective #{oid} finished"), what="the results")
+
+
+async def test_a_mention_opens_a_thread_with_the_plan_and_its_buttons(
+        tmp_path: Any, db_url: str, fake: FakeDiscord) -> None:
+    bot = await start_discord_bot(tmp_path, db_url, fake)
+    try:
+        plan, event = await mention(fake, "launch our SaaS in Japan")
+        oid = objective_id(bot)
+        thread = fake.to("POST /channels/{channel_id}/messages/{message_id}/threads")
+        assert len(thread) == 1 and thread[0].path.endswith(f"/{event['id']}/threads")
+        assert thread[0].body["name"] == "launch our SaaS in Japan"
+        accepted = fake.posted("On it")
+        assert accepted[0].path == f"/channels/{event['id']}/messages", "posted in the thread"
+        assert plan.path == accepted[0].path
+        approval_id = bot.runtime.swarm.pending_approvals(oid)[0].id
+        assert plan.custom_ids == [f"approve:{approval_id}", f"reject:{approval_id}"]
+        assert "Research the context" in plan.text() and "s5" in plan.text()
+        view = bot.runtime.swarm.view(oid)
+        assert view is not None and view.requester == ALICE
+        assert view.thread == ThreadRef("discord", GUILD_ID, event["id"], event["id"])
+        seen = fake.to("PUT /channels/{c}/messages/{m}/reactions/{e}/{me}")
+        assert seen and seen[0].path.startswith(f"/channels/{CHANNEL_ID}/messages/{event['id']}")
+    finally:
+        await bot.close()
+
+
+async def test_button_clicks_run_the_plan_with_one_throttled_progress_embed(
+        tmp_path: Any, db_url: str, fake: FakeDiscord) -> None:
+    bot = await start_discord_bot(tmp_path, db_url, fake, progress_interval_s=1.0)
+    try:
+        plan, _ = await mention(fake, "launch our SaaS in Japan [latency:120]")
+        oid = objective_id(bot)
+        told = await click(fake, plan)
+        assert "approved" in told.lower()
+        await approve_step_and_finish(fake, oid)
+        posted = fake.posted("steps done")
+        assert len(posted) == 1, "one progress message per objective, posted once"
+        progress_id = posted[0].answer["id"]
+        await fake.wait_for(lambda: fake.edits_of(progress_id) and
+                            "5/5 steps done" in fake.edits_of(progress_id)[-1].text(),
+                            what="the final progress edit")
+        edits = fake.edits_of(progress_id)
+        embed = edits[-1].body["embeds"][0]
+        assert "researcher" in embed["description"] and "tokens" in embed["footer"]["text"]
+        times = [posted[0].at] + [c.at for c in edits]
+        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.99, \
+            "no more than about one progress edit a second per thread"
+        decided = fake.edits_of(plan.answer["id"])
+        assert len(decided) == 1 and f"Approved by <@{ALICE}>" in decided[0].text()
+        assert decided[0].body["components"] == [], "the buttons are gone once decided"
+        again = await click(fake, plan)  # a second click on the decided approval
+        assert "already" in again.lower()
+    finally:
+        await bot.close()
+
+
+async def test_an_approval_clicked_after_a_restart_still_works(
+        tmp_path: Any, sqlite_url: str, fake: FakeDiscord) -> None:
+    first = await start_discord_bot(tmp_path, sqlite_url, fake)
+    plan, event = await mention(fake, "launch our SaaS in Japan")
+    oid = objective_id(first)
+    await first.close()
+
+    second = await start_discord_bot(tmp_path, sqlite_url, fake)  # a new process
+    try:
+        await fake.dispatch("MESSAGE_CREATE", event)  # the mention delivered again
+        await click(fake, plan)  # the button of the message the first process posted
+        await approve_step_and_finish(fake, oid)
+        assert [v.id for v in second.runtime.swarm.objectives()] == [oid]
+        assert len(fake.posted("On it")) == 1
+    finally:
+        await second.close()
+
+
+async def test_the_swarm_app_command_answers_through_the_shared_handler(
+        bot: DiscordBot, fake: FakeDiscord) -> None:
+    helped = await fake.command("help")
+    answer = await fake.wait_for(lambda: fake.answers(helped), what="the help")
+    data = answer[0].body["data"]
+    assert answer[0].body["type"] == 4 and data["flags"] & 64
+    assert "status [ID]" in data["content"]
+    _, _ = await mention(fake, "launch our SaaS in Japan")
+    oid = objective_id(bot)
+    listed = await fake.command("list")
+    text = (await fake.wait_for(lambda: fake.answers(listed)))[0].body["data"]["content"]
+    assert f"#{oid} awaiting_approval" in text
+    refused = await fake.command(f"cancel {oid}", user=MALLORY)
+    text = (await fake.wait_for(lambda: fake.answers(refused)))[0].body["data"]["content"]
+    assert "Only the requester" in text
+    assert bot.runtime.swarm.view(oid).state == "awaiting_approval"  # type: ignore[union-attr]
+    cancelled = await fake.command(f"cancel {oid}")
+    answer = (await fake.wait_for(lambda: fake.answers(cancelled)))[0].body
+    assert answer["data"]["content"] == f"Objective #{oid} cancelled."
+    assert not answer["data"].get("flags", 0) & 64, "a cancel is told to the channel"
+    await fake.wait_for(lambda: fake.posted(f"Objective #{oid} cancelled"), what="the notice")
+
+
+async def test_healthz_reports_the_gateway(bot: DiscordBot, fake: FakeDiscord) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{bot.url}/healthz") as resp:
+            body = await resp.json()
+            assert resp.status == 200
+    assert body["discord"]["ok"] is True and body["discord"]["gateway"] == "connected"
+    await fake.drop(code=4014)  # disallowed intents: discord.py gives up, as it should
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            async with session.get(f"{bot.url}/healthz") as resp:
+                if resp.status == 503:
+                    body = await resp.json()
+                    break
+            await asyncio.sleep(0.05)
+    assert body["discord"]["gateway"] == "disconnected" and body["ok"] is False
+
+
+def outbox(bot: DiscordBot) -> list[OutboxEvent]:
+    with bot.runtime.db.read() as s:
+        return list(s.scalars(select(OutboxEvent).order_by(OutboxEvent.id)))
+
+
+async def test_a_progress_edit_rate_limited_past_the_clients_patience_holds_nothing_up(
+        bot: DiscordBot, fake: FakeDiscord) -> None:
+    plan, _ = await mention(fake, "launch our SaaS in Japan")
+    oid = objective_id(bot)
+    await click(fake, plan)
+    await fake.wait_for(lambda: fake.posted("steps done"), what="the progress message")
+    progress_id = fake.posted("steps done")[0].answer["id"]
+    fake.rate_limit(f"PATCH /channels/{{channel_id}}/messages/{progress_id}", times=1,
+                    retry_after=45.0)
+    limited_at = time.monotonic()
+    await approve_step_and_finish(fake, oid)
+    assert time.monotonic() - limited_at < 30, "nobody slept the 45 s out"
+    await fake.wait_for(lambda: all(r.delivered_at for r in outbox(bot)), what="all delivered")
+    assert not [r for r in outbox(bot) if r.dead_at], "nothing lost"
+    limited = [c for c in fake.calls if c.status == 429]
+    assert len(limited) == 1 and limited[0].path.endswith(f"/{progress_id}")
+
+
+async def test_a_mention_delivered_twice_starts_one_objective(
+        bot: DiscordBot, fake: FakeDiscord) -> None:
+    event = await fake.mention("launch our SaaS in Japan")
+    await fake.dispatch("MESSAGE_CREATE", event)  # as a RESUME replays it
+    await fake.wait_for(lambda: with_buttons(fake, "Plan v1"), what="the plan")
+    await bot.runtime.settle()
+    assert len(bot.runtime.swarm.objectives()) == 1
+    assert len(fake.posted("On it")) == 1
+    assert len(fake.to("POST /channels/{channel_id}/messages/{message_id}/threads")) == 1
+
+
+async def test_a_dropped_gateway_resumes_and_a_replayed_mention_starts_nothing_twice(
+        bot: DiscordBot, fake: FakeDiscord) -> None:
+    fake.replay_last_on_resume = True
+    await mention(fake, "launch our SaaS in Japan")
+    await fake.drop(code=4000)
+    await fake.wait_for(lambda: fake.resumes == 1, what="a RESUME")
+    await bot.runtime.settle()
+    assert fake.identifies == 1
+    assert len(bot.runtime.swarm.objectives()) == 1
+
+
+async def test_an_admin_cancels_anothers_objective(bot: DiscordBot, fake: FakeDiscord) -> None:
+    await mention(fake, "launch our SaaS in Japan")
+    oid = objective_id(bot)
+    done = await fake.command(f"cancel {oid}", user=ADMIN,
+                              permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+    text = (await fake.wait_for(lambda: fake.answers(done)))[0].body["data"]["content"]
+    assert text == f"Objective #{oid} cancelled."
+
+
+
+async def test_discord_sync_registers_the_swarm_command_in_one_guild(fake: FakeDiscord) -> None:
+    from bot.discord.settings import DiscordSettings
+    from bot.discord.sync import sync_commands
+    from tests.fakes.discord_server import BOT_ID, TOKEN
+
+    names = await sync_commands(DiscordSettings(token=TOKEN, api_url=fake.api_url),
+                                int(GUILD_ID))
+    assert names == ["swarm"]
+    put = fake.to(f"PUT /applications/{BOT_ID}/guilds/{GUILD_ID}/commands")
+    assert len(put) == 1 and put[0].body["_list"][0]["options"][0]["name"] == "command"
+    assert not fake.to("GET /gateway/bot"), "a sync needs no gateway"
