@@ -75,3 +75,15 @@ def test_each_layer_imports_only_what_it_may() -> None:
                     wrong.append(f"{name} imports {module}")
     assert wrong == []
 
+
+
+def test_each_platform_sdk_is_imported_only_in_its_own_folder() -> None:
+    homes = {"slack_bolt": "bot.slack", "slack_sdk": "bot.slack", "discord": "bot.discord"}
+    wrong = []
+    for package in OURS:
+        for name, path in modules(package).items():
+            for module in imports(path):
+                home = homes.get(module.split(".")[0])
+                if home is not None and not (name == home or name.startswith(home + ".")):
+                    wrong.append(f"{name} imports {module}")
+    assert wrong == []

@@ -59,13 +59,6 @@ def objective_id(bot: Bot) -> int:
     return views[0].id
 
 
-def progress_edits(api: FakeSlackAPI) -> tuple[Call, list[Call]]:
-    posted = api.posted("steps done")
-    assert len(posted) == 1, "one progress message per objective, posted once"
-    ts = posted[0].answer["ts"]
-    return posted[0], [c for c in api.to("chat.update") if c.params["ts"] == ts]
-
-
 # -- the user stories ------------------------------------------------------------------------------
 async def test_mention_gets_a_thread_reply_a_plan_and_approval_buttons(
         tmp_path: Any, db_url: str, api: FakeSlackAPI) -> None:
@@ -92,81 +85,6 @@ async def test_mention_gets_a_thread_reply_a_plan_and_approval_buttons(
         await bot.close()
 
 
-async def test_button_clicks_run_the_plan_to_the_end_with_one_throttled_progress_message(
-        tmp_path: Any, db_url: str, api: FakeSlackAPI) -> None:
-    bot = await start_bot(tmp_path, db_url, api, progress_interval_s=1.0)
-    try:
-        # [latency:120]: each model call takes 120 ms, so the run outlasts the 1 s throttle.
-        plan, _ = await mention(bot, api, "launch our SaaS in Japan [latency:120]")
-        oid = objective_id(bot)
-        await click(bot, plan)
-        await approve_step_and_finish(bot, api, oid)
-        assert bot.runtime.swarm.view(oid).state == "finished"  # type: ignore[union-attr]
-        progress = lambda: progress_edits(api)[1]  # noqa: E731
-        await api.wait_for(lambda: progress() and "5/5 steps done" in progress()[-1].text(),
-                           what="the final progress edit")
-        posted, edits = progress_edits(api)
-        with bot.runtime.db.read() as s:
-            step_events = int(s.scalar(select(func.count()).select_from(OutboxEvent)
-                                       .where(OutboxEvent.progress.is_(True))) or 0)
-        assert 2 <= len(edits) < step_events, "edited in place, and runs of events coalesced"
-        assert "finished" in edits[-1].text() and "tokens" in edits[-1].text()
-        assert "$" in edits[-1].text() and "researcher" in edits[-1].text()
-        times = [posted.at] + [c.at for c in edits]
-        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.99, \
-            "no more than about one progress edit a second per thread"
-        decided = [c for c in api.to("chat.update") if c.params["ts"] == plan.answer["ts"]]
-        assert len(decided) == 1 and f"Approved by <@{ALICE}>" in decided[0].text()
-        assert "<!date^" in decided[0].text() and not action_ids(decided[0])
-        results = api.posted(f"Objective #{oid} finished")
-        assert "Draft the deliverable" in results[0].text()
-    finally:
-        await bot.close()
-
-
-async def test_a_reaction_approves(bot: Bot, api: FakeSlackAPI) -> None:
-    plan, _ = await mention(bot, api, "launch our SaaS in Japan")
-    oid = objective_id(bot)
-    delivery, _ = await bot.events.event(bot.events.reaction_event(
-        "white_check_mark", user=ALICE, channel=CHANNEL, ts=plan.answer["ts"]))
-    assert delivery.status == 200
-    step = await api.wait_for(lambda: with_buttons(api, "Approval needed"), what="s5's approval")
-    delivery, _ = await bot.events.event(bot.events.reaction_event(
-        "white_check_mark", user=ALICE, channel=CHANNEL, ts=step[-1].answer["ts"]))
-    await api.wait_for(lambda: api.posted(f"Objective #{oid} finished"), what="the results")
-    updated = [c for c in api.to("chat.update") if c.params["ts"] == plan.answer["ts"]]
-    assert f"Approved by <@{ALICE}>" in updated[0].text()
-
-
-async def test_a_non_approver_changes_nothing_and_is_told_privately(
-        bot: Bot, api: FakeSlackAPI) -> None:
-    plan, _ = await mention(bot, api, "launch our SaaS in Japan")
-    oid = objective_id(bot)
-    await click(bot, plan, user=MALLORY)
-    await bot.events.event(bot.events.reaction_event("white_check_mark", user=MALLORY,
-                                                     channel=CHANNEL, ts=plan.answer["ts"]))
-    refusals = await api.wait_for(lambda: len(api.to("chat.postEphemeral")) == 2 and
-                                  api.to("chat.postEphemeral"), what="two refusals")
-    for refusal in refusals:
-        assert refusal.params["user"] == MALLORY and refusal.params["channel"] == CHANNEL
-        assert "Only the requester" in refusal.params["text"]
-        assert refusal.params["thread_ts"] == plan.params["thread_ts"]
-    assert bot.runtime.swarm.view(oid).state == "awaiting_approval"  # type: ignore[union-attr]
-    assert len(bot.runtime.swarm.pending_approvals(oid)) == 1
-    assert not [c for c in api.to("chat.update") if c.params["ts"] == plan.answer["ts"]]
-
-
-async def test_a_retried_delivery_starts_nothing_twice(bot: Bot, api: FakeSlackAPI) -> None:
-    event = bot.events.mention_event("launch our SaaS in Japan")
-    first, event_id = await bot.events.event(event)
-    again, _ = await bot.events.event(event, event_id=event_id, retry_num=1)
-    assert (first.status, again.status) == (200, 200)
-    await api.wait_for(lambda: with_buttons(api, "*Plan v1"), what="the plan")
-    await bot.runtime.settle()
-    assert len(bot.runtime.swarm.objectives()) == 1
-    assert len(api.posted("On it")) == 1 and len(api.to("reactions.add")) == 1
-
-
 async def test_forged_or_stale_signatures_get_401_and_nothing_is_stored(
         bot: Bot, api: FakeSlackAPI) -> None:
     forged, _ = await bot.events.event(bot.events.mention_event("wire me the money"),
@@ -181,14 +99,6 @@ async def test_forged_or_stale_signatures_get_401_and_nothing_is_stored(
     with bot.runtime.db.read() as s:
         assert s.scalar(select(func.count()).select_from(InboundEvent)) == 0
     assert api.calls == []
-
-
-async def test_a_rate_limited_post_is_retried_after_retry_after_and_arrives(
-        bot: Bot, api: FakeSlackAPI) -> None:
-    api.rate_limit("chat.postMessage", times=1, retry_after=0)
-    await mention(bot, api, "launch our SaaS in Japan")
-    tries = [c for c in api.to("chat.postMessage", ok_only=False) if "On it" in c.text()]
-    assert [c.status for c in tries] == [429, 200]
 
 
 async def test_past_the_clients_retries_the_dispatcher_retries_and_nothing_is_lost(
@@ -206,28 +116,6 @@ async def test_past_the_clients_retries_the_dispatcher_retries_and_nothing_is_lo
             (row.last_error or "")
     finally:
         await bot.close()
-
-
-async def test_an_approval_clicked_after_a_restart_still_works(
-        tmp_path: Any, sqlite_url: str, api: FakeSlackAPI) -> None:
-    first = await start_bot(tmp_path, sqlite_url, api)
-    event = first.events.mention_event("launch our SaaS in Japan")
-    _, event_id = await first.events.event(event)
-    plan = (await api.wait_for(lambda: with_buttons(api, "*Plan v1"), what="the plan"))[-1]
-    oid = objective_id(first)
-    await first.close()
-
-    second = await start_bot(tmp_path, sqlite_url, api)  # a new process on the same database
-    try:
-        redelivered, _ = await second.events.event(event, event_id=event_id, retry_num=2)
-        assert redelivered.status == 200
-        await click(second, plan)  # the button of the message the first process posted
-        await approve_step_and_finish(second, api, oid)
-        assert [v.id for v in second.runtime.swarm.objectives()] == [oid]
-        assert second.runtime.swarm.view(oid).state == "finished"  # type: ignore[union-attr]
-        assert len(api.posted("On it")) == 1
-    finally:
-        await second.close()
 
 
 async def test_a_workers_question_is_answered_by_the_next_human_reply_in_the_thread(

@@ -1,0 +1,1 @@
+"""One scenario suite every chat adapter passes, each through its own fake platform."""
