@@ -25,7 +25,8 @@ CLOSE_S = 5.0  # bound of the wait at shutdown
 class EditLater(Exception):
     """Raised by an Edit the platform asked to wait longer for than the edge will sleep (e.g.
     discord.py's RateLimited past max_ratelimit_timeout): the edit is folded into the trailing
-    one, `after_s` later, instead of holding up the thread's deliveries."""
+    one, `after_s` later, instead of holding up the thread's deliveries (a trailing edit
+    refused again is retried with its backoff, a bounded number of times)."""
 
     def __init__(self, after_s: float) -> None:
         super().__init__(f"edit again in {after_s:.1f}s")
