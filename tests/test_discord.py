@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -67,6 +69,7 @@ async def click(fake: FakeDiscord, message: Call, verb: str = "approve", user: s
                                   what="the followup")
     deferred = [c for c in fake.answers(token) if c.path.startswith("/interactions/")]
     assert deferred and deferred[0].at - answers[0].at <= 0, "deferred before the answer"
+    assert fake.first_answer_s(token) < 3.0, "deferred within Discord's 3 s"
     assert answers[0].body["flags"] & 64, "only the clicker sees the answer"
     return str(answers[0].body["content"])
 
@@ -126,6 +129,7 @@ async def test_the_swarm_app_command_answers_through_the_shared_handler(
     answer = await fake.wait_for(lambda: fake.answers(helped), what="the help")
     data = answer[0].body["data"]
     assert answer[0].body["type"] == 4 and data["flags"] & 64
+    assert fake.first_answer_s(helped) < 3.0, "answered within Discord's 3 s"
     assert "status [ID]" in data["content"]
     _, _ = await mention(fake, "launch our SaaS in Japan")
     oid = objective_id(bot)
@@ -234,3 +238,31 @@ async def test_very_long_results_are_attached_as_one_markdown_file(
     assert len(posted) == 1 and len(posted[0].body["content"]) <= 2000
     (name, data), = posted[0].files
     assert name == f"objective-{oid}-results.md" and b"w" * 30_000 in data
+
+
+async def test_secrets_never_reach_a_discord_message_or_a_log_line(
+        bot: DiscordBot, fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.fakes.discord_server import TOKEN
+
+    caplog.set_level(logging.DEBUG)  # everything an operator's DEBUG would show
+    for name in ("bot", "swarm"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    pasted = "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"
+    await mention(fake, f"rotate the bot token {pasted} and ship")
+    chat = [json.dumps(c.body) for c in fake.calls]
+    assert "[redacted]" in fake.posted("On it")[0].text()
+    assert not [c for c in chat if pasted in c or TOKEN in c], "a secret in a chat message"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert TOKEN not in logged and pasted not in logged, "a secret in a log line"
+
+
+async def test_discord_gateway_url_overrides_the_one_the_rest_api_names(
+        tmp_path: Any, sqlite_url: str, fake: FakeDiscord) -> None:
+    bot = await start_discord_bot(tmp_path, sqlite_url, fake,
+                                  gateway_url=fake.gateway_url + "?via=override")
+    try:
+        assert not fake.to("GET /gateway/bot"), "not asked: the setting names it"
+        assert fake.identifies == 1
+        await mention(fake, "launch our SaaS in Japan")
+    finally:
+        await bot.close()

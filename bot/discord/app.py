@@ -40,6 +40,9 @@ class DiscordEdge:
     def __init__(self, runtime: Runtime, settings: DiscordSettings, *,
                  progress_interval_s: float = 1.0) -> None:
         self.runtime, self.settings = runtime, settings
+        # discord.py logs every gateway payload at DEBUG (message text, what is pasted in it):
+        # keep it at INFO whatever the root level, so a payload never reaches a log line.
+        logging.getLogger("discord").setLevel(logging.INFO)
         self._swarm_loop = asyncio.get_running_loop()
         self.client = SwarmClient(runtime.swarm, MessageRefs(runtime.db, "discord"),
                                   self._on_swarm)

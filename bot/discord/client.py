@@ -16,6 +16,7 @@ from bot.discord.render import APPROVE_EMOJI, REJECT_EMOJI
 from bot.discord.text import MESSAGE_CHARS, clip, without_mention
 from bot.refs import MessageRefs, approval_id_of
 from swarm.contract import ThreadRef, UserError
+from swarm.redact import redact
 from swarm.services.objectives import Swarm
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class SwarmClient(discord.Client):
             return
         if thread is None:  # a mention in a channel: its objective gets a thread of its own
             try:
-                await message.create_thread(name=clip(goal, 100))
+                await message.create_thread(name=clip(redact(goal), 100))  # names show
             except discord.HTTPException as exc:
                 if exc.code != THREAD_EXISTS:  # exists: a redelivery, or another process
                     raise

@@ -22,6 +22,7 @@ from tests.fakes.discord_bot import DiscordBot, start_discord_bot
 from tests.fakes.discord_server import ALICE as DISCORD_ALICE
 from tests.fakes.discord_server import MALLORY as DISCORD_MALLORY
 from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.local_server import wait_until
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_bot import Bot, start_bot
 
@@ -29,12 +30,7 @@ WAIT_S = 20.0
 
 
 async def wait_for(check: Any, what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return await wait_until(check, timeout, what)
 
 
 @dataclass(frozen=True)

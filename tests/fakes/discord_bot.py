@@ -28,11 +28,13 @@ class DiscordBot:
 
 
 async def start_discord_bot(tmp_path: Any, url: str, fake: FakeDiscord, *,
-                            progress_interval_s: float = 0.2, **overrides: Any) -> DiscordBot:
+                            progress_interval_s: float = 0.2, gateway_url: str | None = None,
+                            **overrides: Any) -> DiscordBot:
     """What `threadswarm serve` does with DISCORD_TOKEN set, against the fake Discord: the
-    REST base comes from DISCORD_API_URL, the gateway from the fake's GET /gateway/bot."""
+    REST base comes from DISCORD_API_URL, the gateway from the fake's GET /gateway/bot (or
+    `gateway_url`, as DISCORD_GATEWAY_URL)."""
     runtime = Runtime(make_settings(tmp_path, url, offline_latency_ms=10.0, **overrides))
-    settings = DiscordSettings(token=TOKEN, api_url=fake.api_url)
+    settings = DiscordSettings(token=TOKEN, api_url=fake.api_url, gateway_url=gateway_url)
     edge = DiscordEdge(runtime, settings, progress_interval_s=progress_interval_s)
     runtime.add_adapter(edge.adapter)
     await runtime.swarm.recover()

@@ -17,14 +17,14 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.local_server import LocalServer
+from tests.fakes.local_server import LocalServer, wait_until
 
 GUILD_ID, CHANNEL_ID, BOT_ID = "110000000000000001", "110000000000000002", "120000000000000001"
 ALICE, MALLORY, ADMIN = "130000000000000001", "130000000000000002", "130000000000000003"
 NAMES = {BOT_ID: "threadswarm", ALICE: "alice", MALLORY: "mallory", ADMIN: "admin"}
 MANAGE_GUILD = 1 << 5
 MEMBER_PERMISSIONS = (1 << 11) | (1 << 10) | (1 << 6) | (1 << 16) | (1 << 38)  # send, view...
-TOKEN = "MTIwMDAwMDAwMDAwMDAwMDAx.fake.discord-test-token-0123456789"
+TOKEN = "MTIwMDAwMDAwMDAwMDAwMDAx.GfAkEx.discord-test-token-0123456789ab"  # real shape
 
 
 def now_iso() -> str:
@@ -81,6 +81,7 @@ class FakeDiscord(LocalServer):
         self._seq = 0
         self._sent: list[dict[str, Any]] = []  # dispatches, for RESUME
         self._session = "fake-session-1"
+        self.dispatched_at: dict[str, float] = {}  # interaction token -> when it was sent
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -130,13 +131,8 @@ class FakeDiscord(LocalServer):
 
     async def wait_for(self, check: Callable[[], Any], timeout: float = 20.0,
                        what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if result := check():
-                return result
-            await asyncio.sleep(0.02)
-        seen = [f"{c.method} {c.path} {c.status}" for c in self.calls]
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; calls: {seen}")
+        return await wait_until(check, timeout, what,
+                                lambda: [f"{c.method} {c.path} {c.status}" for c in self.calls])
 
     async def connected(self) -> None:
         await self.wait_for(lambda: self._ws is not None and self.identifies + self.resumes,
@@ -192,8 +188,7 @@ class FakeDiscord(LocalServer):
         payload = self._interaction(3, {"custom_id": custom_id, "component_type": 2}, user,
                                     message["channel_id"], permissions)
         payload["message"] = message
-        await self.dispatch("INTERACTION_CREATE", payload)
-        return str(payload["token"])
+        return await self._interact(payload)
 
     async def command(self, text: str, *, user: str = ALICE, channel: str = CHANNEL_ID,
                       permissions: int = MEMBER_PERMISSIONS) -> str:
@@ -201,8 +196,19 @@ class FakeDiscord(LocalServer):
         options = [{"name": "command", "type": 3, "value": text}] if text else []
         payload = self._interaction(2, {"id": "150000000000000001", "name": "swarm", "type": 1,
                                         "options": options}, user, channel, permissions)
+        return await self._interact(payload)
+
+    async def _interact(self, payload: dict[str, Any]) -> str:
+        token = str(payload["token"])
+        self.dispatched_at[token] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
-        return str(payload["token"])
+        return token
+
+    def first_answer_s(self, token: str) -> float:
+        """How long the bot took to answer (or defer) the interaction: Discord waits 3 s."""
+        first = next(c for c in self.calls if c.path.startswith("/interactions/")
+                     and token in c.path)
+        return first.at - self.dispatched_at[token]
 
     def answers(self, token: str) -> list[Call]:
         return [c for c in self.callbacks() if token in c.path]

@@ -1,6 +1,9 @@
 """Start an aiohttp app on a free port of 127.0.0.1: the base of every fake server here."""
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -12,6 +15,18 @@ async def serve_locally(app: web.Application, **runner_options: Any) -> tuple[we
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, runner.addresses[0][1]
+
+
+async def wait_until(check: Callable[[], Any], timeout: float, what: str,
+                     seen: Callable[[], object] = lambda: "") -> Any:
+    """Poll `check` until it returns something true, and return that; past `timeout` fail,
+    saying what was awaited and what the fake had `seen` (e.g. the calls it got)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; seen: {seen()}")
 
 
 @dataclass

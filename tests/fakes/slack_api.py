@@ -1,7 +1,6 @@
 """A local Slack Web API and Socket Mode server that records every call the bot makes."""
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
@@ -11,7 +10,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.local_server import serve_locally
+from tests.fakes.local_server import serve_locally, wait_until
 
 TEAM_ID, BOT_USER_ID, BOT_ID, API_APP_ID = "T0TEAM", "U0BOT", "B0BOT", "A0APP"
 SESSION_STATUSES = frozenset({"active", "processing", "suspended", "closed"})  # Slack's enum
@@ -120,13 +119,7 @@ class FakeSlackAPI:
 
     async def wait_for(self, check: Callable[[], Any], timeout: float = 20.0,
                        what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if result := check():
-                return result
-            await asyncio.sleep(0.02)
-        methods = [c.method for c in self.calls]
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; calls: {methods}")
+        return await wait_until(check, timeout, what, lambda: [c.method for c in self.calls])
 
     async def socket_send(self, message: dict[str, Any]) -> None:
         await self.wait_for(lambda: self._socket is not None, what="a Socket Mode connection")
