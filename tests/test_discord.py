@@ -266,3 +266,16 @@ async def test_discord_gateway_url_overrides_the_one_the_rest_api_names(
         await mention(fake, "launch our SaaS in Japan")
     finally:
         await bot.close()
+
+
+async def test_the_plans_picture_is_attached_after_the_plan_with_its_alt_text(
+        bot: DiscordBot, fake: FakeDiscord) -> None:
+    plan, event = await mention(fake, "launch our SaaS in Japan")
+    pictures = await fake.wait_for(lambda: [c for c in fake.to("POST /channels/{c}/messages")
+                                            if c.files], what="the picture")
+    (name, png), = pictures[0].files
+    assert name.endswith(".png") and png.startswith(b"\x89PNG")
+    assert pictures[0].path == f"/channels/{event['id']}/messages", "in the thread"
+    assert pictures[0].at >= plan.at, "after the plan's text"
+    described = pictures[0].body["attachments"][0]["description"]
+    assert "launch our SaaS in Japan" in described

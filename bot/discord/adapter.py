@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import discord
 
+from bot import picture
 from bot.discord import render
 from bot.discord.errors import permanent
 from bot.discord.render import DiscordMessage
@@ -26,6 +27,7 @@ from swarm.events import (
     ObjectiveAccepted,
     ObjectiveFinished,
     ObjectiveStateChanged,
+    PictureRequested,
     PlanProposed,
     QuestionAsked,
 )
@@ -93,12 +95,39 @@ class DiscordAdapter:
                 await self.progress.show(oid, thread, create=False)
             case Notice():
                 await self._post_once(thread, oid, f"{key}:0", render.notice(event))
+            case PictureRequested():
+                pass  # the picture, below, is all it shows
             case _ if event.progress:  # step started, revised, finished, failed, retried
                 await self.progress.show(oid, thread, create=True)
             case _:
                 log.info("discord.event_without_message kind=%s objective=%s",
                          event.event_type, oid)
                 await self.progress.show(oid, thread, create=False)
+        await self._picture(event, thread, key)
+
+    async def _picture(self, event: Event, thread: ThreadRef, key: str) -> None:
+        """The plan's picture, attached in the thread after the event's text (its alt text as
+        the attachment's description). One that cannot be drawn, or that Discord refuses for
+        good, is logged and left out: the text said it all."""
+        oid, part = event.objective_id, f"{key}:picture"
+        if self.refs.get(oid, part) is not None:
+            return
+        if (snapshot := picture.snapshot_for(event, self.swarm.view)) is None:
+            return
+        if (drawing := await picture.render(snapshot)) is None:
+            if isinstance(event, PictureRequested):
+                await self._post_once(thread, oid, part, render.notice(Notice(
+                    oid, f"The plan could not be drawn. {picture.alt_text(snapshot)}")))
+            return
+        try:
+            channel, message_id = await self._send(thread, DiscordMessage(), image=drawing)
+        except Exception as exc:
+            if permanent(exc) is None:
+                raise  # the dispatcher tries again; the text above is not posted twice
+            log.warning("discord.picture_refused objective=%s error=%s", oid,
+                        type(exc).__name__)
+            return
+        self.refs.save(oid, part, channel, message_id)
 
     # -- REST, on the client's loop ------------------------------------------------------------
     async def _on_client(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -107,7 +136,8 @@ class DiscordAdapter:
             raise NotConnected("the Discord client is not logged in")
         return await run_on(self.loop, coro)
 
-    async def _send(self, thread: ThreadRef, msg: DiscordMessage) -> tuple[str, str]:
+    async def _send(self, thread: ThreadRef, msg: DiscordMessage,
+                    image: picture.Drawing | None = None) -> tuple[str, str]:
         async def send() -> tuple[str, str]:
             channel = self.client.get_partial_messageable(int(thread.channel_id),
                                                           guild_id=int(thread.team_id))
@@ -116,7 +146,10 @@ class DiscordAdapter:
                 kwargs["embed"] = msg.embed
             if (view := msg.view()) is not None:
                 kwargs["view"] = view
-            if msg.file is not None:
+            if image is not None:
+                kwargs["file"] = discord.File(io.BytesIO(image.png), filename=image.filename,
+                                              description=image.alt_text[:1024])
+            elif msg.file is not None:
                 name, text = msg.file
                 kwargs["file"] = discord.File(io.BytesIO(text.encode()), filename=name)
             sent = await channel.send(msg.content or None, **kwargs)
