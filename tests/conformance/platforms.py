@@ -74,38 +74,55 @@ class Platform(Protocol):
     async def decided(self, shown: Shown) -> str: ...
 
 
-# -- Slack -----------------------------------------------------------------------------------
-class SlackPlatform:
-    name = "slack"
-    alice, mallory = "U0ALICE", "U0MALLORY"
-    limit = 12_000  # render.MESSAGE_CHARS: the text of one message's blocks
-    edits_in_place = reactions = rate_limits = True
+# -- the chat platforms: a fake platform server and the bot `serve` runs against it ---------
+class ChatPlatform:
+    """What Slack's and Discord's drivers share: the fake server lives across restarts, the
+    bot (a process) is started anew on the same database."""
 
-    def __init__(self, tmp_path: Any, db_url: str) -> None:
-        self.tmp_path, self.db_url = tmp_path, db_url
-        self.api = FakeSlackAPI()
-        self.bot: Bot | None = None
-        self._settings: dict[str, Any] = {}
+    def __init__(self, tmp_path: Any, db_url: str, server: Any) -> None:
+        self.tmp_path, self.db_url, self.server = tmp_path, db_url, server
+        self.bot: Any = None
+        self.interval_s = 0.2
 
     @property
     def runtime(self) -> Runtime:
         assert self.bot is not None
-        return self.bot.runtime
+        return self.bot.runtime  # type: ignore[no-any-return]
+
+    async def _boot(self) -> Any:
+        raise NotImplementedError
 
     async def start(self, *, progress_interval_s: float = 0.2) -> None:
-        await self.api.start()
-        self._settings = {"progress_interval_s": progress_interval_s}
-        self.bot = await start_bot(self.tmp_path, self.db_url, self.api, **self._settings)
+        await self.server.start()
+        self.interval_s = progress_interval_s
+        self.bot = await self._boot()
 
     async def restart(self) -> None:
         assert self.bot is not None
         await self.bot.close()
-        self.bot = await start_bot(self.tmp_path, self.db_url, self.api, **self._settings)
+        self.bot = await self._boot()
 
     async def close(self) -> None:
         if self.bot is not None:
             await self.bot.close()
-        await self.api.close()
+        await self.server.close()
+
+
+# -- Slack -----------------------------------------------------------------------------------
+class SlackPlatform(ChatPlatform):
+    name = "slack"
+    alice, mallory = "U0ALICE", "U0MALLORY"
+    limit = 12_000  # render.MESSAGE_CHARS: the text of one message's blocks
+    edits_in_place = reactions = rate_limits = True
+    bot: Bot | None
+
+    def __init__(self, tmp_path: Any, db_url: str) -> None:
+        self.api = FakeSlackAPI()
+        super().__init__(tmp_path, db_url, self.api)
+
+    async def _boot(self) -> Bot:
+        return await start_bot(self.tmp_path, self.db_url, self.api,
+                               progress_interval_s=self.interval_s)
 
     async def mention(self, goal: str) -> Any:
         assert self.bot is not None
@@ -155,7 +172,8 @@ class SlackPlatform:
         return str(told[-1].params["text"])
 
     async def question(self) -> Shown:
-        call = (await self.api.wait_for(lambda: self.api.posted(":speech_balloon:"),
+        # its own words: the progress checklist shows a waiting step with the same emoji
+        call = (await self.api.wait_for(lambda: self.api.posted("the next reply answers"),
                                         what="the question"))[-1]
         return Shown(call, call.text())
 
@@ -212,39 +230,20 @@ def _slack_actions(call: Any) -> list[str]:
 
 
 # -- Discord ---------------------------------------------------------------------------------
-class DiscordPlatform:
+class DiscordPlatform(ChatPlatform):
     name = "discord"
     alice, mallory = DISCORD_ALICE, DISCORD_MALLORY
     limit = 2000
     edits_in_place = reactions = rate_limits = True
+    bot: DiscordBot | None
 
     def __init__(self, tmp_path: Any, db_url: str) -> None:
-        self.tmp_path, self.db_url = tmp_path, db_url
         self.fake = FakeDiscord()
-        self.bot: DiscordBot | None = None
-        self._settings: dict[str, Any] = {}
+        super().__init__(tmp_path, db_url, self.fake)
 
-    @property
-    def runtime(self) -> Runtime:
-        assert self.bot is not None
-        return self.bot.runtime
-
-    async def start(self, *, progress_interval_s: float = 0.2) -> None:
-        await self.fake.start()
-        self._settings = {"progress_interval_s": progress_interval_s}
-        self.bot = await start_discord_bot(self.tmp_path, self.db_url, self.fake,
-                                           **self._settings)
-
-    async def restart(self) -> None:
-        assert self.bot is not None
-        await self.bot.close()
-        self.bot = await start_discord_bot(self.tmp_path, self.db_url, self.fake,
-                                           **self._settings)
-
-    async def close(self) -> None:
-        if self.bot is not None:
-            await self.bot.close()
-        await self.fake.close()
+    async def _boot(self) -> DiscordBot:
+        return await start_discord_bot(self.tmp_path, self.db_url, self.fake,
+                                       progress_interval_s=self.interval_s)
 
     async def mention(self, goal: str) -> Any:
         return await self.fake.mention(goal)
