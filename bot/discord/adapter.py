@@ -192,5 +192,4 @@ class DiscordAdapter:
         await self._edit(ref.channel_id, ref.message_id, msg)
 
     async def close(self) -> None:
-        await self.progress.flush()
-        await self.progress.close()
+        await self.progress.close()  # no edit retried here: what is owed waits in the outbox

@@ -74,9 +74,6 @@ class DiscordEdge:
         log.info("discord.serving gateway=%s ready=%s", gateway, self.client.is_ready())
 
     async def disconnect(self) -> None:
-        # The trailing progress edits go out while the client can still send them.
-        with contextlib.suppress(Exception):
-            await run_on(self._swarm_loop, self.adapter.progress.flush())
         await self.client.close()
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):

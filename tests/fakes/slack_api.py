@@ -1,6 +1,7 @@
 """A local Slack Web API and Socket Mode server that records every call the bot makes."""
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
