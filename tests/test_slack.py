@@ -59,6 +59,13 @@ def objective_id(bot: Bot) -> int:
     return views[0].id
 
 
+def progress_edits(api: FakeSlackAPI) -> tuple[Call, list[Call]]:
+    posted = api.posted("steps done")
+    assert len(posted) == 1, "one progress message per objective, posted once"
+    ts = posted[0].answer["ts"]
+    return posted[0], [c for c in api.to("chat.update") if c.params["ts"] == ts]
+
+
 # -- the user stories ------------------------------------------------------------------------------
 async def test_mention_gets_a_thread_reply_a_plan_and_approval_buttons(
         tmp_path: Any, db_url: str, api: FakeSlackAPI) -> None:
