@@ -155,6 +155,14 @@ class SwarmClient(discord.Client):
         await interaction.followup.send(clip(result.message, MESSAGE_CHARS), ephemeral=True)
 
 
+def _objectives_channel(interaction: discord.Interaction[Any]) -> str | None:
+    """The channel whose objectives `list` shows: an objective's thread is its channel here
+    (thread_ref), so in a thread that thread; in a text channel, whose objectives each live in
+    a thread of their own, none (the guild's latest)."""
+    return str(interaction.channel_id) if isinstance(interaction.channel, discord.Thread) \
+        else None
+
+
 def swarm_command() -> app_commands.Command[Any, ..., None]:
     """`/swarm command:<text>`: the shared handler of bot/commands.py, as Slack's `/swarm`."""
 
@@ -166,7 +174,7 @@ def swarm_command() -> app_commands.Command[Any, ..., None]:
         answer = asyncio.ensure_future(client.on_swarm(commands.handle(
             client.swarm, str(interaction.user.id), str(interaction.guild_id), command,
             platform=PLATFORM, platform_admin=interaction.permissions.manage_guild,
-            channel_id=str(interaction.channel_id))))
+            channel_id=_objectives_channel(interaction))))
         try:  # answered at once when the swarm is quick, as it nearly always is
             reply = await asyncio.wait_for(asyncio.shield(answer), COMMAND_ANSWER_BUDGET_S)
         except TimeoutError:
