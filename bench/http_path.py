@@ -37,6 +37,7 @@ from orchestration import (
     Result,
     build_graph,
     fmt,
+    parse,
     run_threadswarm,
     shape_table,
     timed,
@@ -205,16 +206,5 @@ async def main(args: argparse.Namespace) -> None:
     print(f"_http_path bench took {time.perf_counter() - started:.0f} s_\n", flush=True)
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of 1-objective runs")
-    parser.add_argument("--only", help="run only the shape groups whose title contains this")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats = 1
-    return args
-
-
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    asyncio.run(main(parse(description=__doc__.splitlines()[0], postgres=False)))

@@ -648,10 +648,13 @@ async def main(args: argparse.Namespace) -> None:
     print(f"_orchestration bench took {time.perf_counter() - started:.0f} s_\n", flush=True)
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(argv: list[str] | None = None, description: str = __doc__.splitlines()[0],
+          postgres: bool = True) -> argparse.Namespace:
+    """The runs' options (http_path.py shares them, without PostgreSQL)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    if postgres:
+        parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of 1-objective runs")
     parser.add_argument("--only", help="run only the shape groups whose title contains this")
     args = parser.parse_args(argv)
