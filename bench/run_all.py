@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["orchestration.py", "http_path.py", "llm_cpu.py", "startup.py", "memory.py", "ack.py"]
+SCRIPTS = ["orchestration.py", "http_path.py", "llm_cpu.py", "startup.py", "memory.py", "ack.py",
+           "drift.py"]
 
 
 def run(script: Path, quick: bool) -> tuple[str, int]:

@@ -234,4 +234,5 @@ async def resume(inv: Invocation) -> CommandReply:
     return await _steer(inv, "resume")
 
 
-from bot import admin_commands  # noqa: E402,F401  (registers the rest of the grammar)
+# (register the rest of the grammar, and the schedules' digest, every, ground)
+from bot import admin_commands, schedule_commands  # noqa: E402,F401

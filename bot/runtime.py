@@ -8,6 +8,8 @@ from typing import Any
 from bot.adapter import ChatAdapter
 from bot.dispatcher import Dispatcher
 from bot.shutdown import run_bounded
+from schedules.clock import Clock
+from schedules.grounding import Grounder
 from swarm.config import Settings
 from swarm.redact import RedactingFilter
 from swarm.services.objectives import Swarm
@@ -46,6 +48,10 @@ class Runtime:
         use_memory = settings.memory_enabled if memory is None else memory
         self.memory = open_memory(settings, self.db) if use_memory else None
         self.swarm = Swarm(settings, self.db, memory=self.memory)
+        # grounding checks run wherever steps run; the clock adds the scheduled ones
+        self.grounder = Grounder(self.swarm, self.memory.embedder if self.memory else None)
+        self.swarm.engine.checkpoint = self.grounder.checkpoint
+        self.clock: Clock | None = None
         self.dispatcher = Dispatcher(
             self.db, [], max_attempts=settings.outbox_max_attempts,
             keep_delivered_s=settings.outbox_keep_delivered_hours * 3600)
@@ -55,6 +61,13 @@ class Runtime:
 
     def start(self) -> None:
         self.dispatcher.start()
+
+    def start_clock(self) -> None:
+        """The scheduler (one per database: `serve` runs it unless THREADSWARM_SCHEDULER_ENABLED
+        is off, e.g. for a web-only process)."""
+        if self.settings.scheduler_enabled and self.clock is None:
+            self.clock = Clock(self.swarm, self.grounder)
+            self.clock.start()
 
     async def settle(self, *adapters: Any) -> None:
         """Run until the swarm rests: only humans (or nothing) can move it further."""
@@ -71,6 +84,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Each step is bounded (and logged when it overruns), so the process always exits."""
+        if self.clock is not None:
+            self.clock.shutdown()
         await run_bounded(self.swarm.shutdown(), SWARM_SHUTDOWN_S, "swarm.shutdown")
         await self.dispatcher.stop()
         if self.memory is not None:  # cancels the debounced write and flushes the indexes

@@ -59,6 +59,7 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         resumed = await runtime.swarm.recover()
         log.info("serve.recovered objectives=%s", resumed)
         runtime.start()
+        runtime.start_clock()
         tune_for_acks()
         await server.start(args.host, settings.port)
         names = ", ".join(f"{e.platform} ({e.health().get('mode', 'on')})" for e in edges)

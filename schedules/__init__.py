@@ -1,1 +1,2 @@
-"""Scheduled jobs (APScheduler): grounding checks, digests, reminders, recurring objectives."""
+"""Scheduled jobs (APScheduler): grounding checks, status digests, approval reminders and expiry,
+recurring objectives."""

@@ -1,6 +1,7 @@
 """Settings read from the environment (prefix THREADSWARM_, plus the conventional names)."""
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -86,6 +87,18 @@ class Settings(BaseSettings):
     # (kept, not retried); delivered rows are deleted once this old.
     outbox_max_attempts: int = 8
     outbox_keep_delivered_hours: float = 24.0
+
+    # Schedules (schedules/): one APScheduler per database; `serve` runs it unless this is off
+    # (a web-only process). Durations: ISO 8601 (PT30M) or HH:MM:SS in the environment.
+    scheduler_enabled: bool = True
+    schedule_misfire_grace: timedelta = timedelta(hours=6)  # a firing this late still runs, once
+    schedule_sync_every: timedelta = timedelta(seconds=30)  # digests and recurring goals re-read
+    approval_sweep_every: timedelta = timedelta(seconds=60)  # reminders, expiry, policies
+    approval_remind_after: timedelta = timedelta(hours=1)
+    approval_expire_after: timedelta = timedelta(hours=24)
+    grounding_every: timedelta = timedelta(minutes=30)
+    grounding_after_steps: int = 3  # and a check after every K finished steps (0: never)
+    grounding_min_similarity: float = 0.2  # the pre-filter: an output below it is off-topic
 
     # Who may decide approvals and who may administer, besides what `/swarm approvers` and
     # `/swarm admins` store per team in the database (and the platform's own admins).

@@ -43,6 +43,8 @@ class PlanProposed(Event):
     version: int
     rationale: str
     steps: list[PlannedStep]
+    # what the manager read as the objective's constraints, approved with the plan
+    constraints: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -180,14 +182,82 @@ class PictureRequested(Event):
     user: str
 
 
+# Scheduled events (schedules/). A channel's own events (a digest) carry objective_id 0.
+@dataclass(frozen=True)
+class ApprovalReminder(Event):
+    approval_id: int
+    kind: str
+    title: str
+    waiting_s: float
+    expires_in_s: float
+
+
+@dataclass(frozen=True)
+class ApprovalExpired(Event):
+    """Nobody decided in time: the plan or step does not run and the objective is paused."""
+
+    approval_id: int
+    kind: str
+    title: str
+    waited_s: float
+
+
+@dataclass(frozen=True)
+class ConstraintVerdict:
+    constraint: str
+    status: str  # satisfied | violated | not_addressed
+    evidence: str
+
+
+@dataclass(frozen=True)
+class DriftDetected(Event):
+    """A grounding check found the work drifting: the steps not started yet are held."""
+
+    check_id: int
+    approval_id: int  # approve: apply the correction; reject: continue as planned
+    signal: str  # prefilter | judge
+    score: float
+    drifted: str
+    correction: str
+    violated: list[ConstraintVerdict] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # titles of the held steps
+
+
+@dataclass(frozen=True)
+class WaitingApproval:
+    objective_id: int
+    approval_id: int
+    title: str
+    waiting_s: float
+
+
+@dataclass(frozen=True)
+class Digest(Event):
+    """A channel's status digest; every figure is read from the database."""
+
+    since: str  # ISO 8601, UTC
+    started: int
+    finished: int
+    failed: int
+    waiting: int  # objectives waiting for a human (approval, answer) or paused
+    approvals: list[WaitingApproval] = field(default_factory=list)
+    drift_notices: int = 0
+    cost: float = 0.0  # USD spent by this channel's objectives since `since`
+    unpriced: bool = False  # some calls had no price: `cost` is a lower bound
+    month_cost: float = 0.0  # the team's spend this month
+    month_budget: float | None = None  # the team's monthly USD ceiling (None: none)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (ObjectiveAccepted, PlanProposed, ApprovalRequested, ApprovalDecided,
                 StepStarted, StepRevised, StepFinished, StepFailed, QuestionAsked,
                 ObjectiveStateChanged, ObjectiveFinished, Notice, CallRetried, StepTroubleshot,
-                PictureRequested, TeamStarted)
+                PictureRequested, TeamStarted, ApprovalReminder, ApprovalExpired,
+                DriftDetected, Digest)
 }
-_NESTED: dict[str, type] = {"steps": PlannedStep, "results": StepResult}
+_NESTED: dict[str, type] = {"steps": PlannedStep, "results": StepResult,
+                            "violated": ConstraintVerdict, "approvals": WaitingApproval}
 
 
 def event_from_payload(kind: str, payload: dict[str, Any]) -> Event:

@@ -42,6 +42,7 @@ class ApprovalState(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     CLOSED = "closed"  # its objective ended, or its step changed, before anyone decided
+    EXPIRED = "expired"  # nobody decided in time: what it asked for does not run (fails closed)
 
 
 Ob, S, R = ObjectiveState, StepState, RunState
@@ -53,13 +54,16 @@ _ALLOWED: dict[type, dict[str, frozenset[str]]] = {
         # running: a team's plan runs at once, its step was approved with its parent's plan
         Ob.PLANNING: frozenset({Ob.AWAITING_APPROVAL, Ob.PAUSED, Ob.FAILED, Ob.CANCELLED,
                                 Ob.RUNNING}),
-        Ob.AWAITING_APPROVAL: frozenset({Ob.RUNNING, Ob.CANCELLED, Ob.PLANNING}),
+        # paused: its plan's approval expired
+        Ob.AWAITING_APPROVAL: frozenset({Ob.RUNNING, Ob.CANCELLED, Ob.PLANNING, Ob.PAUSED}),
         Ob.RUNNING: frozenset({Ob.PAUSED, Ob.FINISHED, Ob.FAILED, Ob.CANCELLED, Ob.PLANNING}),
-        Ob.PAUSED: frozenset({Ob.RUNNING, Ob.PLANNING, Ob.CANCELLED}),
+        # awaiting approval: resumed after its plan's approval expired, the plan is asked again
+        Ob.PAUSED: frozenset({Ob.RUNNING, Ob.PLANNING, Ob.CANCELLED, Ob.AWAITING_APPROVAL}),
     },
     StepState: {
         S.PENDING: frozenset({S.AWAITING_APPROVAL, S.READY, S.RUNNING, S.SKIPPED, S.CANCELLED}),
-        S.AWAITING_APPROVAL: frozenset({S.READY, S.SKIPPED, S.CANCELLED}),
+        # pending: its approval expired, or its instructions were corrected; asked again
+        S.AWAITING_APPROVAL: frozenset({S.READY, S.SKIPPED, S.CANCELLED, S.PENDING}),
         S.READY: frozenset({S.RUNNING, S.CANCELLED}),
         S.RUNNING: frozenset({S.FINISHED, S.FAILED, S.WAITING_HUMAN, S.READY, S.CANCELLED,
                               S.REPLACED, S.PENDING,  # pending: new instructions, asked again
@@ -73,7 +77,7 @@ _ALLOWED: dict[type, dict[str, frozenset[str]]] = {
     },
     ApprovalState: {
         ApprovalState.PENDING: frozenset({ApprovalState.APPROVED, ApprovalState.REJECTED,
-                                          ApprovalState.CLOSED}),
+                                          ApprovalState.CLOSED, ApprovalState.EXPIRED}),
     },
 }
 

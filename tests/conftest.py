@@ -121,3 +121,11 @@ async def bot(tmp_path, sqlite_url: str, api: FakeSlackAPI) -> AsyncIterator[Bot
     running = await start_bot(tmp_path, sqlite_url, api)
     yield running
     await running.close()
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    """The real all-MiniLM-L6-v2 embedder team memory uses (offline), loaded once."""
+    from memory import Embedder
+
+    return Embedder()

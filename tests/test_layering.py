@@ -87,3 +87,13 @@ def test_each_platform_sdk_is_imported_only_in_its_own_folder() -> None:
                 if home is not None and not (name == home or name.startswith(home + ".")):
                     wrong.append(f"{name} imports {module}")
     assert wrong == []
+
+
+def test_the_scheduler_library_is_used_only_in_schedules() -> None:
+    """APScheduler is the schedules' business: the swarm and the edges reach it through them."""
+    wrong = [f"{name} imports {module}" for package in ("swarm", "bot", "memory")
+             for name, path in modules(package).items() for module in imports(path)
+             if module.split(".")[0] == "apscheduler"]
+    assert wrong == []
+    assert any(m.split(".")[0] == "apscheduler" for path in modules("schedules").values()
+               for m in imports(path))

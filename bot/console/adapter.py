@@ -8,14 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
-from bot import picture
+from bot import picture, plain
 from bot.console.render import plan_table, progress_line, recovery_line, troubleshoot_lines
 from swarm.events import (
     ApprovalDecided,
+    ApprovalExpired,
+    ApprovalReminder,
     ApprovalRequested,
     CallRetried,
+    Digest,
+    DriftDetected,
     Event,
     Notice,
     ObjectiveAccepted,
@@ -126,6 +131,8 @@ class ConsoleAdapter:
                     f"(planning…)")
             case PlanProposed():
                 out(plan_table(event))
+                if event.constraints:
+                    out("  constraints: " + "; ".join(event.constraints))
                 if waiting:
                     self._spawn(self.decide(event.approval_id, f"plan v{event.version} "
                                                                f"({len(event.steps)} steps)"))
@@ -164,6 +171,17 @@ class ConsoleAdapter:
                 self._results(event)
             case Notice():
                 out(f"[yellow]note[/]: {event.text}")
+            case ApprovalReminder():
+                out(f"[yellow]⏰ {escape(plain.reminder(event))}[/]")
+            case ApprovalExpired():
+                out(f"[red]⌛ {escape(plain.expired(event))}[/]")
+            case DriftDetected():
+                out(f"[bold red]⚠ drift[/] {escape(plain.drift(event))}")
+                if waiting:
+                    self._spawn(self.decide(event.approval_id, "the correction (n: continue "
+                                                               "as planned)"))
+            case Digest():
+                out(f"[bold]📋 digest[/] {escape(plain.digest(event))}")
         if view is not None:
             out(progress_line(view))
         if drawn is not None:
@@ -186,7 +204,7 @@ class ConsoleAdapter:
     def _waiting(self, event: Event) -> bool:
         """Whether the event's approval or question still waits for a human."""
         match event:
-            case PlanProposed() | ApprovalRequested():
+            case PlanProposed() | ApprovalRequested() | DriftDetected():
                 return any(a.id == event.approval_id
                            for a in self.swarm.pending_approvals(event.objective_id))
             case QuestionAsked():

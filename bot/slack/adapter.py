@@ -17,7 +17,11 @@ from bot.slack.install import BotTokens
 from bot.slack.sessions import AgentSessions
 from swarm.events import (
     ApprovalDecided,
+    ApprovalExpired,
+    ApprovalReminder,
     ApprovalRequested,
+    Digest,
+    DriftDetected,
     Event,
     Notice,
     ObjectiveAccepted,
@@ -33,6 +37,7 @@ from swarm.store.views import ObjectiveView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ROOT = "thread"  # the message ref of a scheduled objective's first message: its thread
 
 
 class SlackAdapter:
@@ -93,6 +98,17 @@ class SlackAdapter:
                 await self._post_once(thread, oid, f"{key}:0", render.notice(event))
             case PictureRequested():
                 pass  # the picture, below, is all it shows
+            case ApprovalReminder():
+                await self._post_once(thread, oid, f"{key}:0", render.reminder(event))
+            case ApprovalExpired():
+                await self._replace_approval(event.objective_id, event.approval_id, thread, key,
+                                             render.expired(event))
+            case DriftDetected():
+                await self._post_once(thread, oid, approval_key(event.approval_id),
+                                      render.drift(event))
+                await self.progress.show(oid, thread, create=False)
+            case Digest():
+                await self._post_once(thread, oid, f"{key}:0", render.digest(event))
             case _ if event.progress:  # step started, revised, finished, failed, retried
                 await self.progress.show(shown, thread, create=True)
             case _:  # no message of its own yet: the checklist still shows its effect
@@ -118,7 +134,8 @@ class SlackAdapter:
         try:
             resp = await self.client.files_upload_v2(
                 token=await self.tokens(thread.team_id), channel=thread.channel_id,
-                thread_ts=thread.thread_id, file=drawing.png, filename=drawing.filename,
+                thread_ts=thread.thread_id or self._root(oid), file=drawing.png,
+                filename=drawing.filename,
                 title=snapshot.heading, alt_txt=drawing.alt_text)
         except Exception as exc:
             if permanent(exc) is None:
@@ -130,7 +147,8 @@ class SlackAdapter:
         self.refs.save(oid, part, thread.channel_id, file_id)
 
     async def _post_progress(self, view: ObjectiveView, thread: ThreadRef) -> tuple[str, str]:
-        return await self._progress(view, thread, lambda msg: self._post(thread, msg))
+        return await self._progress(view, thread,
+                                    lambda msg: self._post(thread, msg, view.id))
 
     async def _edit_progress(self, view: ObjectiveView, thread: ThreadRef, channel: str,
                              ts: str) -> None:
@@ -152,29 +170,45 @@ class SlackAdapter:
                     raise
         return await send(render.progress(view))
 
-    async def _post(self, thread: ThreadRef, msg: render.SlackMessage) -> tuple[str, str]:
+    async def _post(self, thread: ThreadRef, msg: render.SlackMessage,
+                    objective_id: int = 0) -> tuple[str, str]:
+        root = thread.thread_id or self._root(objective_id)
         resp = await self.client.chat_postMessage(
             token=await self.tokens(thread.team_id), channel=thread.channel_id,
-            thread_ts=thread.thread_id, text=msg.text, blocks=msg.blocks)
-        return str(resp["channel"]), str(resp["ts"])
+            thread_ts=root or None, text=msg.text, blocks=msg.blocks)
+        channel, ts = str(resp["channel"]), str(resp["ts"])
+        if not root and objective_id:  # started by a schedule: its first message is its thread
+            self.refs.save(objective_id, ROOT, channel, ts)
+        return channel, ts
+
+    def _root(self, objective_id: int) -> str | None:
+        """The thread of an objective that no message started (a recurring goal's)."""
+        ref = self.refs.get(objective_id, ROOT) if objective_id else None
+        return ref.message_id if ref is not None else None
 
     async def _post_once(self, thread: ThreadRef, objective_id: int, key: str,
                          msg: render.SlackMessage) -> None:
         if self.refs.get(objective_id, key) is not None:
             return
-        channel, ts = await self._post(thread, msg)
+        channel, ts = await self._post(thread, msg, objective_id)
         self.refs.save(objective_id, key, channel, ts)
 
-    async def _decided(self, event: ApprovalDecided, thread: ThreadRef, key: str) -> None:
-        view = self.swarm.view(event.objective_id) if event.kind == "plan" else None
-        msg = render.decided(event, view)
-        ref = self.refs.get(event.objective_id, approval_key(event.approval_id))
-        if ref is None:  # its request was never shown (e.g. posted by an older version)
-            await self._post_once(thread, event.objective_id, f"{key}:0", msg)
+    async def _replace_approval(self, objective_id: int, approval_id: int, thread: ThreadRef,
+                                key: str, msg: render.SlackMessage) -> None:
+        """Edit the approval's message (its buttons go); post it if it was never shown."""
+        ref = self.refs.get(objective_id, approval_key(approval_id))
+        if ref is None:
+            await self._post_once(thread, objective_id, f"{key}:0", msg)
             return
         await self.client.chat_update(token=await self.tokens(thread.team_id),
                                       channel=ref.channel_id, ts=ref.message_id, text=msg.text,
                                       blocks=msg.blocks)
+
+    async def _decided(self, event: ApprovalDecided, thread: ThreadRef, key: str) -> None:
+        view = self.swarm.view(event.objective_id) if event.kind == "plan" else None
+        msg = render.decided(event, view)
+        # its request never shown (e.g. posted by an older version): posted instead
+        await self._replace_approval(event.objective_id, event.approval_id, thread, key, msg)
 
     async def _results(self, event: ObjectiveFinished, thread: ThreadRef) -> None:
         oid = event.objective_id
@@ -183,7 +217,8 @@ class SlackAdapter:
                 return
             resp = await self.client.files_upload_v2(
                 token=await self.tokens(thread.team_id), channel=thread.channel_id,
-                thread_ts=thread.thread_id, content=render.results_document(event),
+                thread_ts=thread.thread_id or self._root(oid),
+                content=render.results_document(event),
                 filename=f"objective-{oid}-results.md", title=f"Objective #{oid} results",
                 initial_comment=render.summary(event))
             file_id = str((resp.get("files") or [{}])[0].get("id", "file"))

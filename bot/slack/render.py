@@ -13,10 +13,15 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.blocks.block_elements import RichTextElementParts
 
+from bot import plain
 from bot.slack.text import escape, mrkdwn, split, user, when
 from swarm.events import (
     ApprovalDecided,
+    ApprovalExpired,
+    ApprovalReminder,
     ApprovalRequested,
+    Digest,
+    DriftDetected,
     Notice,
     ObjectiveAccepted,
     ObjectiveFinished,
@@ -122,10 +127,55 @@ def plan(ev: PlanProposed) -> SlackMessage:
              for st in ev.steps]
     blocks = [section(f"*Plan v{ev.version} for objective #{ev.objective_id}* "
                       f"({len(ev.steps)} steps)\n{escape(_clip(ev.rationale, 600))}"),
-              section("\n".join(lines)),
+              section("\n".join(lines))]
+    if ev.constraints:  # approved with the plan, and what grounding checks hold it to
+        blocks.append(section("*Constraints*\n" + "\n".join(
+            f"• {escape(_clip(c, 300))}" for c in ev.constraints[:20])))
+    blocks += [
               buttons(ev.approval_id),
               context("Approve or reject with the buttons, or react :white_check_mark: / :x:.")]
     return SlackMessage(f"Plan for objective #{ev.objective_id}: approve?", blocks)
+
+
+def reminder(ev: ApprovalReminder) -> SlackMessage:
+    return SlackMessage(_clip(plain.reminder(ev), 200), [
+        section(f":alarm_clock: *Still waiting for a decision* (objective #{ev.objective_id}, "
+                f"{plain.duration(ev.waiting_s)})\n{escape(_clip(ev.title, 500))}"),
+        buttons(ev.approval_id),
+        context(f"It expires in {plain.duration(ev.expires_in_s)}: nothing it asks for runs "
+                f"until someone decides.")])
+
+
+def expired(ev: ApprovalExpired) -> SlackMessage:
+    """Replaces the approval's own message: its buttons are gone."""
+    return SlackMessage(_clip(plain.expired(ev), 200), [
+        section(f"*{escape(_clip(ev.title, 500))}*"),
+        context(f":hourglass: Expired after {plain.duration(ev.waited_s)} without a decision: "
+                f"it did not run and objective #{ev.objective_id} is paused. An admin can "
+                f"resume it; the {ev.kind} is then asked again.")])
+
+
+def drift(ev: DriftDetected) -> SlackMessage:
+    lines = [f":warning: *Drift detected* in objective #{ev.objective_id} "
+             f"({ev.signal}, score {ev.score:.2f})\n{escape(_clip(ev.drifted, 800))}"]
+    violated = "\n".join(f"• *{escape(_clip(v.constraint, 200))}* {v.status.replace('_', ' ')}: "
+                         f"_{escape(_clip(v.evidence, 400))}_" for v in ev.violated[:10])
+    blocks = [section(lines[0])]
+    if violated:
+        blocks.append(section(violated))
+    if ev.held:
+        blocks.append(context("Held until you decide: " + escape(_clip(", ".join(ev.held),
+                                                                       600))))
+    blocks += [section(f"*Suggested correction*\n{escape(_clip(ev.correction, 1000))}"),
+               buttons(ev.approval_id),
+               context("Approve applies the correction to the remaining steps; reject continues "
+                       f"as planned; `/swarm cancel {ev.objective_id}` stops it.")]
+    return SlackMessage(f"Drift detected in objective #{ev.objective_id}", blocks)
+
+
+def digest(ev: Digest) -> SlackMessage:
+    return SlackMessage("Status digest", [section(":clipboard: *Status digest*"),
+                                          section(escape(plain.digest(ev)))])
 
 
 def approval(ev: ApprovalRequested) -> SlackMessage:

@@ -42,6 +42,8 @@ class AgentSessions:
         """Set the thread's session status when it changed. Best effort: a refusal never holds
         back the thread's messages; a workspace without agent sessions is asked once."""
         thread, status = view.thread, session_status(view)
+        if not thread.thread_id:  # started by a schedule, in no thread of a human's: none
+            return
         if self._shown.get(thread.key) == status or \
                 not self.features.offered(thread.team_id, AGENT_SESSIONS):
             return

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from swarm.agents.grounding import Constraints
 from swarm.agents.roles import Role
 from swarm.llm.client import LLM, CallContext, StructuredOutputError
 from swarm.prompts import quote, render
@@ -27,6 +28,8 @@ class StepSpec(BaseModel):
 class PlanSpec(BaseModel):
     rationale: str
     steps: list[StepSpec]
+    # read from the goal with the plan, shown with it and approved with it
+    constraints: Constraints = Field(default_factory=Constraints)
 
 
 class PlanError(RuntimeError):

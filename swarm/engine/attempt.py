@@ -9,6 +9,7 @@ errors. The model calls are booked as they return (swarm.llm.calls), not here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,7 @@ from swarm.store.models import (
     Intervention,
     Note,
     Objective,
+    ObjectiveOverride,
     Question,
     Step,
     StepRun,
@@ -119,6 +121,7 @@ class _Objective:
     goal: str
     team_id: str
     thread: ThreadRef
+    worker_tier: str | None = None  # its workers' model tier, when it has its own
 
 
 # The hot path (claim and finish, twice per step) runs these prebuilt Core statements: the
@@ -295,7 +298,9 @@ class StepRunner:
             with self.swarm.db.read() as s:
                 obj = s.get(Objective, objective_id)
                 assert obj is not None
-                known = _Objective(obj.id, obj.goal, obj.team_id, obj.thread)
+                tier = s.scalar(select(ObjectiveOverride.worker_tier)
+                                .where(ObjectiveOverride.objective_id == objective_id))
+                known = _Objective(obj.id, obj.goal, obj.team_id, obj.thread, tier)
             if len(self._objectives) >= 4096:
                 self._objectives.pop(next(iter(self._objectives)))
             self._objectives[objective_id] = known
@@ -354,6 +359,8 @@ class StepRunner:
                                               instructions=claim.brief.instructions)
             claim.brief.inputs = found[2]
         role = sw.roles[claim.role]
+        if (tier := self._objective(claim.objective_id).worker_tier) and role.tier != tier:
+            role = dataclasses.replace(role, tier=tier)
         team, role_name, oid, sid = claim.team_id, claim.role, claim.objective_id, claim.step_id
         tool_ctx = ToolContext(oid, sid, team,
                                recall=lambda q, k: sw.recall_texts(team, q, k),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,6 +66,7 @@ class _Drive:
     dependents: dict[str, list[_Node]] = field(default_factory=dict)
     changed: list[_Node] = field(default_factory=list)  # came to rest since the last look
     ready: dict[int, _Node] = field(default_factory=dict)  # startable, not started yet
+    checked: int | None = None  # finished steps at the last checkpoint
 
     def load(self, nodes: dict[int, _Node]) -> None:
         self.nodes, self.changed, self.ready = nodes, [], {}
@@ -102,6 +103,10 @@ class Driver:
         self.executor = executor or InProcessExecutor(self.runner)
         self._global = asyncio.Semaphore(services.settings.max_concurrent_steps)
         self._drives: dict[int, _Drive] = {}
+        # Awaited after every `checkpoint_every` finished steps, before any further step
+        # starts (schedules/ sets it: the grounding check, which may hold the objective).
+        self.checkpoint: Callable[[int], Awaitable[None]] | None = None
+        self.checkpoint_every = services.settings.grounding_after_steps
 
     def poke(self, objective_id: int) -> None:
         """Something changed outside the driver (approval, answer, pause...): look again."""
@@ -170,6 +175,9 @@ class Driver:
                     drive.load(nodes)
                 elsewhere = [n for n in drive.nodes.values() if n.state == StepState.RUNNING
                              and n.id not in drive.in_flight]
+                if state == ObjectiveState.RUNNING and self._checkpoint_due(drive):
+                    await self._checkpoint(objective_id, drive)
+                    continue
                 if state == ObjectiveState.RUNNING:
                     for node in self._advance(objective_id, drive, drive.to_look_at(everything)):
                         drive.ready[node.id] = node
@@ -196,6 +204,25 @@ class Driver:
         finally:
             if self._drives.get(objective_id) is drive and not drive.in_flight:
                 self._drives.pop(objective_id, None)
+
+    def _checkpoint_due(self, drive: _Drive) -> bool:
+        if self.checkpoint is None or self.checkpoint_every <= 0:
+            return False
+        finished = sum(n.state == StepState.FINISHED for n in drive.nodes.values())
+        mark = finished // self.checkpoint_every * self.checkpoint_every
+        if drive.checked is None:  # a fresh drive (or a restart) counts from here
+            drive.checked = mark
+        return mark > drive.checked and any(n.state in _WAITING for n in drive.nodes.values())
+
+    async def _checkpoint(self, objective_id: int, drive: _Drive) -> None:
+        assert self.checkpoint is not None
+        drive.checked = (sum(n.state == StepState.FINISHED for n in drive.nodes.values())
+                         // self.checkpoint_every * self.checkpoint_every)
+        try:
+            await self.checkpoint(objective_id)
+        except Exception:  # a check that cannot run must not stop the work
+            log.exception("engine.checkpoint_failed objective=%s", objective_id)
+        drive.reload = True
 
     async def _watch(self, objective_id: int, drive: _Drive) -> None:
         poll = min(self.swarm.settings.lease_s / 3, 2.0)

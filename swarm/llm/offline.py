@@ -20,6 +20,15 @@ Behaviour a test or a demo can rely on:
   humans after that; `[troubleshoot:retry|replan|ask]` in the goal forces one action. Under
   `[reject-always]` a Draft step still keeps its TODO after a retry, but not once split up or
   once the humans have answered;
+- a plan's constraints are read from the goal's wording: "in <Place>" is
+  the market, "for <people>" the audience, "organic only", "without ...", "no ..." and
+  "only ..." are hard constraints, "<number> sign-ups|leads|users|..." the success measure;
+- the grounding judge (response_format GroundingVerdict) rules a constraint violated when a
+  recent output breaks it in a sentence that does not negate it (paid media against "organic
+  only", the words of a "without"/"no" rule, another market than the stated one);
+- `[drift-after:N]` in the goal makes every step after the plan's N-th break the goal's first
+  hard constraint (or its market) in on-topic text, until a grounding correction is in the
+  step's instructions;
 - with a FaultInjector (THREADSWARM_OFFLINE_FAULTS) a call may raise litellm's RateLimitError,
   InternalServerError or Timeout, be slow, or return invalid JSON to a structured call.
 """
@@ -40,7 +49,8 @@ PROVIDER = "offline"
 _MARKERS = ("OBJECTIVE", "GOAL", "STEP", "INSTRUCTIONS", "INPUTS FROM EARLIER STEPS",
             "SHARED NOTES", "ANSWERS FROM THE HUMANS", "CRITIQUE OF YOUR LAST ATTEMPT",
             "OUTPUT TO REVIEW", "MEMORY", "VALIDATION ERRORS", "TASK", "ROLE", "ERROR",
-            "LAST OUTPUT", "EARLIER INTERVENTIONS", "ROLES", "FEEDBACK ON THE REJECTED PLAN")
+            "LAST OUTPUT", "EARLIER INTERVENTIONS", "ROLES", "FEEDBACK ON THE REJECTED PLAN",
+            "CONSTRAINTS", "PLAN", "DECISIONS", "RECENT OUTPUTS")
 _LATENCY = re.compile(r"\[latency:(\d+(?:\.\d+)?)\]")
 _FORCED = re.compile(r"\[troubleshoot:(retry|replan|ask)\]")
 _SECTION = re.compile(r"^({}):\s?".format("|".join(map(re.escape, _MARKERS))), re.MULTILINE)
@@ -95,6 +105,113 @@ def make_plan(goal: str, repaired: bool, feedback: str = "") -> dict[str, Any]:
                          f"review and rollout in parallel, for: {subject}.", "steps": steps}
 
 
+_MARKET = re.compile(r"\bin ((?:the )?[A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?)")
+_AUDIENCE = re.compile(r"\bfor ((?:[a-z][a-z\-]* ){0,3}(?:teams|developers|customers|users|"
+                       r"students|parents|buyers|clinics|schools|restaurants|shops|smbs|"
+                       r"enterprises|retirees|nurses|teachers|owners))\b")
+_HARD = re.compile(r"\b(organic[- ]only|without [^,.;\[]+|no [a-z][^,.;\[]+|only [^,.;\[]+)",
+                   re.IGNORECASE)
+_SUCCESS = re.compile(r"\b(\d[\d,.]*\s*%?\s*(?:more )?(?:sign-?ups|leads|users|customers|"
+                      r"downloads|bookings|orders|trials|uptime|retention)[^,.;\[]*)",
+                      re.IGNORECASE)
+_DRIFT = re.compile(r"\[drift-after:(\d+)\]")
+_CORRECTED = "Correction from the grounding check"
+MARKETS = ("Japan", "Germany", "France", "Brazil", "India", "China", "Korea", "Spain", "Italy",
+           "Canada", "Mexico", "Australia", "the United States", "the UK", "the Netherlands",
+           "Poland", "Sweden", "Kenya", "Nigeria", "Indonesia", "Vietnam")
+_PAID = re.compile(r"\bpaid (?:ads?|search|social|media|campaigns?|placements?|promotion)|"
+                   r"\bad spend\b|\bsponsored\b|\bboosted posts?\b|\bPPC\b|"
+                   r"\bads budget\b|\bad budget\b|\bbuy(?:ing)? (?:ads|traffic)\b",
+                   re.IGNORECASE)
+_NEGATION = re.compile(r"\b(?:no|not|never|without|avoid|instead of|rather than|zero)\b",
+                       re.IGNORECASE)
+_STOP = frozenset("with from that this than into their them they your ours only without "
+                  "reducing any the and for".split())
+
+
+def constraints_of(goal: str) -> dict[str, Any]:
+    text = _subject(goal)
+    market = _MARKET.search(text)
+    audience = _AUDIENCE.search(text)
+    success = _SUCCESS.search(text)
+    return {"market": market.group(1) if market else "",
+            "audience": audience.group(1) if audience else "", "scope": "",
+            "hard": [m.group(1).strip() for m in _HARD.finditer(text)],
+            "success": success.group(1).strip() if success else ""}
+
+
+def _sentences(text: str) -> list[str]:
+    return [p.strip() for p in re.split(r"(?<=[.!?;])\s+|\n+", text) if p.strip()]
+
+
+def _breaks(rule: str, sentence: str) -> bool:
+    """Whether `sentence` (not negating itself) breaks the hard constraint `rule`."""
+    if _NEGATION.search(sentence):
+        return False
+    if "organic" in rule.lower():
+        return _PAID.search(sentence) is not None
+    words = [w for w in re.findall(r"[a-z]{4,}", rule.lower()) if w not in _STOP]
+    if rule.lower().startswith(("without ", "no ")) and words:
+        return all(re.search(rf"\b{re.escape(w[:5])}", sentence.lower()) for w in words[:2])
+    return False
+
+
+def judge_verdict(prompt: str) -> dict[str, Any]:
+    s = sections(prompt)
+    constraints = [ln[2:].strip() for ln in s.get("CONSTRAINTS", "").splitlines()
+                   if ln.startswith("- ")]
+    outputs = s.get("RECENT OUTPUTS", "")
+    sentences = _sentences(outputs)
+    rulings: list[dict[str, Any]] = []
+    for c in constraints:
+        name, _, value = c.partition(": ")
+        status, evidence = "not_addressed", ""
+        if name == "must":
+            broken = next((x for x in sentences if _breaks(value, x)), None)
+            status, evidence = ("violated", broken) if broken else ("satisfied", "")
+        elif name == "market" and value:
+            other = next((x for x in sentences for m in MARKETS
+                          if m.lower() != value.lower() and re.search(rf"\b{m}\b", x)
+                          and value.lower() not in x.lower() and not _NEGATION.search(x)), None)
+            status, evidence = ("violated", other) if other else (
+                ("satisfied", value) if value.lower() in outputs.lower() else ("not_addressed",
+                                                                                ""))
+        rulings.append({"constraint": c, "status": status, "evidence": evidence[:300]})
+    violated = [r for r in rulings if r["status"] == "violated"]
+    if not violated:
+        return {"aligned": True, "score": 0.9, "constraints": rulings, "drifted": "",
+                "correction": ""}
+    first = violated[0]
+    rule = first["constraint"].partition(": ")[2] or first["constraint"]
+    return {"aligned": False, "score": round(max(0.0, 0.6 - 0.2 * len(violated)), 2),
+            "constraints": rulings,
+            "drifted": f"the work breaks '{rule}': \"{first['evidence']}\"",
+            "correction": f"Keep to '{rule}' in every remaining step; drop what breaks it."}
+
+
+def _drift_line(goal: str) -> str:
+    """On-topic text that breaks the goal's first hard constraint, or else its market."""
+    found = constraints_of(goal)
+    for rule in found["hard"]:
+        if "organic" in rule.lower():
+            return ("To reach the target sooner, put a $5,000 paid search and paid social "
+                    "budget behind the launch week.")
+        if rule.lower().startswith(("without ", "no ")):
+            words = [w for w in re.findall(r"[a-z]{4,}", rule.lower()) if w not in _STOP]
+            return f"The quickest route is to accept some {' '.join(words[:2])} for this."
+    market = found["market"] or "Japan"
+    other = next(m for m in MARKETS if m.lower() != market.lower())
+    return f"Start with {other} first, where the same playbook converts faster."
+
+
+def _drifts(objective: str, title: str, instructions: str) -> bool:
+    marked = _DRIFT.search(objective)
+    if marked is None or _CORRECTED in instructions:
+        return False
+    first = [st["title"] for st in make_plan("", False)["steps"][:int(marked.group(1))]]
+    return title not in first
+
+
 def critic_verdict(prompt: str) -> dict[str, Any]:
     output = sections(prompt).get("OUTPUT TO REVIEW", "")
     if "TODO" in output:
@@ -126,6 +243,11 @@ def worker_reply(prompt: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
     body += [f"1. {s.get('INSTRUCTIONS', '').split('.')[0]}.",
              "2. Key findings and decisions are listed with their reasons.",
              "3. Next actions, owners and a date for each."]
+    if _drifts(s.get("OBJECTIVE", ""), title, s.get("INSTRUCTIONS", "")):
+        body.append(_drift_line(s.get("OBJECTIVE", "")))
+    elif _CORRECTED in s.get("INSTRUCTIONS", ""):
+        body.append("Following the grounding correction, every action keeps to the stated "
+                    "constraints.")
     revising = s.get("CRITIQUE OF YOUR LAST ATTEMPT", "(none)") != "(none)"
     stuck = "[reject-always]" in s.get("OBJECTIVE", "") and answers == "(none)"
     if title.startswith("Draft") and (not revising or stuck):
@@ -190,9 +312,12 @@ class OfflineProvider(CustomLLM):
             found = sections(prompt)
             plan = make_plan(found.get("GOAL", ""), repaired="VALIDATION ERRORS" in prompt,
                              feedback=found.get("FEEDBACK ON THE REJECTED PLAN", ""))
+            plan["constraints"] = constraints_of(found.get("GOAL", ""))
             return {"role": "assistant", "content": json.dumps(plan)}
         if fmt == "CriticVerdict":
             return {"role": "assistant", "content": json.dumps(critic_verdict(prompt))}
+        if fmt == "GroundingVerdict":
+            return {"role": "assistant", "content": json.dumps(judge_verdict(prompt))}
         if fmt == "TroubleshootDecision":
             return {"role": "assistant", "content": json.dumps(troubleshoot_decision(prompt))}
         user: dict[str, Any] = next(

@@ -12,6 +12,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from swarm.agents.grounding import Constraints
 from swarm.agents.planner import PlanError, PlanLimits, PlanSpec, limit_errors, make_plan
 from swarm.agents.roles import Role, binding, load_roles, needs_approval
 from swarm.agents.tools import ToolRegistry, default_tools
@@ -24,6 +25,8 @@ from swarm.events import (
     ApprovalDecided,
     ApprovalRequested,
     CallRetried,
+    ConstraintVerdict,
+    DriftDetected,
     Notice,
     ObjectiveAccepted,
     ObjectiveFinished,
@@ -49,9 +52,11 @@ from swarm.store.db import Database, after_commit
 from swarm.store.guards import changed, decide_approval, move_objective, move_step
 from swarm.store.models import (
     Approval,
+    GroundingCheck,
     InboundEvent,
     Note,
     Objective,
+    ObjectiveConstraints,
     Question,
     Step,
     StepRun,
@@ -291,6 +296,8 @@ class Swarm:
                      for i, spec in enumerate(plan.steps)]
             s.add_all(steps)
             if obj.parent_id:
+                # a team: no approval (its step was approved with its parent's plan) and no
+                # constraints of its own (its parent's grounding checks cover the whole tree)
                 s.flush()
                 emit(s, obj.thread, Notice(obj.id, f"Team #{obj.id} (for objective "
                                                    f"#{obj.parent_id}) plans: " + "; ".join(
@@ -307,17 +314,37 @@ class Swarm:
                 oid = obj.id
                 after_commit(s, lambda: self.engine.poke(oid))
                 return
-            approval = Approval(objective_id=obj.id, kind="plan", state=ApprovalState.PENDING,
-                                title=f"Plan v{version} for: {goal}",
-                                binding=plan_binding(version), expires_at=self._expiry())
-            s.add(approval)
+            data = plan.constraints.model_dump()
+            if (kept := s.scalar(select(ObjectiveConstraints)
+                                 .where(ObjectiveConstraints.objective_id == obj.id))) is None:
+                s.add(ObjectiveConstraints(objective_id=obj.id, data=data))
+            else:  # planned again: the new reading replaces the old
+                kept.data = data
             s.flush()
-            emit(s, obj.thread, PlanProposed(
-                obj.id, approval.id, version, plan.rationale,
-                [PlannedStep(st.id, st.key, st.title, st.role, st.depends_on, st.needs_approval,
-                             st.team) for st in steps]))
+            self._ask_plan(s, obj, goal, plan.rationale, steps, plan.constraints)
             audit(s, "manager", "plan.proposed", obj.id, version=version,
-                  steps=[st.key for st in steps])
+                  steps=[st.key for st in steps], constraints=data)
+
+    def _ask_plan(self, s: Session, obj: Objective, goal: str, rationale: str,
+                  steps: list[Step], constraints: Constraints) -> None:
+        """The plan approval, with the plan and its constraints shown to the humans."""
+        approval = Approval(objective_id=obj.id, kind="plan", state=ApprovalState.PENDING,
+                            title=f"Plan v{obj.plan_version} for: {goal}",
+                            binding=plan_binding(obj.plan_version), expires_at=self._expiry())
+        s.add(approval)
+        s.flush()
+        emit(s, obj.thread, PlanProposed(
+            obj.id, approval.id, obj.plan_version, rationale,
+            [PlannedStep(st.id, st.key, st.title, st.role, st.depends_on, st.needs_approval,
+                         st.team) for st in steps], constraints.lines()))
+
+    def _ask_plan_again(self, s: Session, obj: Objective) -> None:
+        """Its plan approval expired and an admin resumed it: the same plan is asked again."""
+        steps = list(s.scalars(select(Step).where(Step.objective_id == obj.id,
+                                                  Step.plan_version == obj.plan_version)
+                               .order_by(Step.position)))
+        self._ask_plan(s, obj, obj.goal, "Asked again: the first approval expired.", steps,
+                       constraints_of(s, obj.id))
 
     async def _manager_plan(self, goal: str, memories: list[str], ctx: CallContext,
                             feedback: str | None = None) -> PlanSpec:
@@ -488,6 +515,8 @@ class Swarm:
                 after_commit(s, lambda: self.remember_later(team, text, "plan", oid, user))
         elif approval.kind == "budget":
             self._decide_budget(s, obj, approval, approve, user)
+        elif approval.kind == "drift":
+            self._decide_drift(s, obj, approval, approve, user)
         elif approval.kind == "step" and approval.step_id is not None:
             step = s.get(Step, approval.step_id)
             assert step is not None
@@ -640,12 +669,17 @@ class Swarm:
             if to == ObjectiveState.RUNNING and obj.plan_version == 0:
                 to = ObjectiveState.PLANNING  # it was paused (for budget) while planning
                 after_commit(s, lambda: self._spawn(self._plan(objective_id)))
+            elif to == ObjectiveState.RUNNING and not _plan_approved(s, obj.id):
+                to = ObjectiveState.AWAITING_APPROVAL  # its plan's approval expired
             if not move_objective(s, obj, to, f"{verb} by {user}.", only_from=[want]):
                 raise _Refused(f"Objective #{objective_id} is {obj.state} now.")
             emit(s, obj.thread, ObjectiveStateChanged(obj.id, to, user, obj.state_reason))
+            if to == ObjectiveState.AWAITING_APPROVAL:
+                self._ask_plan_again(s, obj)
             audit(s, user, f"objective.{verb.lower()}", obj.id, where=who.where)
             after_commit(s, lambda: self.engine.poke(objective_id))
-            self._move_teams(s, obj, want, to, f"{verb} with objective #{obj.id} by {user}.")
+            if to in (ObjectiveState.RUNNING, ObjectiveState.PAUSED):  # else it has no teams yet
+                self._move_teams(s, obj, want, to, f"{verb} with objective #{obj.id} by {user}.")
         return Decision(True, f"Objective #{objective_id} {to}.")
 
     def _move_teams(self, s: Session, obj: Objective, want: ObjectiveState, to: ObjectiveState,
@@ -707,6 +741,65 @@ class Swarm:
             if to == ObjectiveState.PLANNING:
                 oid = obj.id
                 after_commit(s, lambda: self._spawn(self._plan(oid)))
+
+    # -- drift ---------------------------------------------------------------------------------
+    def hold_for_drift(self, s: Session, obj: Objective, check: GroundingCheck,
+                       violated: list[ConstraintVerdict]) -> bool:
+        """A grounding check found drift: hold the steps not started yet (the objective pauses;
+        running steps finish), post the notice and ask the humans: apply the correction
+        (approve), continue as planned (reject), or cancel. False: it was no longer running."""
+        reason = f"Held by a grounding check: {check.drifted or 'the work drifted'}"
+        if not move_objective(s, obj, ObjectiveState.PAUSED, reason[:1000],
+                              only_from=[ObjectiveState.RUNNING]):
+            return False
+        approval = Approval(objective_id=obj.id, kind="drift", state=ApprovalState.PENDING,
+                            title=f"Apply the correction: {check.correction}"[:1000])
+        s.add(approval)
+        s.flush()
+        check.approval_id = approval.id
+        held = list(s.scalars(select(Step.title).where(
+            Step.objective_id == obj.id, Step.plan_version == obj.plan_version,
+            Step.state.in_([StepState.PENDING, StepState.READY, StepState.AWAITING_APPROVAL]))
+            .order_by(Step.position)))
+        emit(s, obj.thread, DriftDetected(obj.id, check.id, approval.id, check.signal,
+                                          check.score, check.drifted, check.correction,
+                                          violated, held))
+        audit(s, "grounding", "drift.detected", obj.id, check=check.id, signal=check.signal,
+              score=check.score, drifted=check.drifted, correction=check.correction,
+              violated=[v.constraint for v in violated], held=held)
+        text, team, oid = (f"Drift on '{obj.goal}': {check.drifted}. Suggested correction: "
+                           f"{check.correction}"), obj.team_id, obj.id
+        after_commit(s, lambda: self.remember_later(team, text, "decision", oid, "grounding"))
+        return True
+
+    def _decide_drift(self, s: Session, obj: Objective, approval: Approval, approve: bool,
+                      user: str) -> None:
+        """Approve: the correction joins the remaining steps' instructions; reject: the plan
+        goes on as it was. Either way the held steps run again (cancel is `/swarm cancel`)."""
+        check = s.scalar(select(GroundingCheck).where(GroundingCheck.approval_id == approval.id))
+        if approve and check is not None and check.correction:
+            self._correct(s, obj, check.correction, user)
+        if move_objective(s, obj, ObjectiveState.RUNNING,
+                          f"{'Correction applied' if approve else 'Continued as planned'} "
+                          f"by {user}.", only_from=[ObjectiveState.PAUSED]):
+            emit(s, obj.thread, ObjectiveStateChanged(obj.id, ObjectiveState.RUNNING, user,
+                                                      obj.state_reason))
+
+    def _correct(self, s: Session, obj: Objective, correction: str, user: str) -> None:
+        """Add the correction to every step not started yet; a step waiting for its approval
+        is asked again, since an approval binds to the instructions it showed."""
+        line = f"\nCorrection from the grounding check, approved by {user}: {correction}"
+        for step in s.scalars(select(Step).where(
+                Step.objective_id == obj.id, Step.plan_version == obj.plan_version,
+                Step.state.in_([StepState.PENDING, StepState.READY,
+                                StepState.AWAITING_APPROVAL]))):
+            step.instructions = step.instructions + line
+            if step.state == StepState.AWAITING_APPROVAL:
+                s.execute(update(Approval).where(Approval.step_id == step.id,
+                                                 Approval.state == ApprovalState.PENDING)
+                          .values(state=ApprovalState.CLOSED, decided_at=utcnow())
+                          .execution_options(synchronize_session=False))
+                move_step(s, step, StepState.PENDING, only_from=[StepState.AWAITING_APPROVAL])
 
     def _show_recovery(self, ctx: CallContext, recovery: Recovery) -> None:
         """A retry, a fallback or a re-ask, shown live in the objective's thread."""
@@ -908,7 +1001,22 @@ def _team_context(s: Session, obj: Objective) -> list[str]:
     return lines
 
 
+def _plan_approved(s: Session, objective_id: int) -> bool:
+    last = s.scalar(select(Approval.state).where(Approval.objective_id == objective_id,
+                                                 Approval.kind == "plan")
+                    .order_by(Approval.id.desc()).limit(1))
+    return last in (None, ApprovalState.APPROVED)
+
+
+def constraints_of(s: Session, objective_id: int) -> Constraints:
+    row = s.scalar(select(ObjectiveConstraints.data)
+                   .where(ObjectiveConstraints.objective_id == objective_id))
+    return Constraints.model_validate(row) if row else Constraints()
+
+
 def _already(approval: Approval) -> str:
     if approval.state == ApprovalState.CLOSED:
         return "This request was closed: its objective ended or its step changed."
+    if approval.state == ApprovalState.EXPIRED:
+        return "This request expired before anyone decided; an admin can resume the objective."
     return f"Already {approval.state} by {approval.decided_by}."

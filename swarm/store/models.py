@@ -313,3 +313,42 @@ class AuditHead(Base):
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(primary_key=True)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ObjectiveConstraints(Base):
+    """What the manager read as the objective's constraints when it planned (shown with the
+    plan, approved with it): market, audience, scope, hard constraints, success measure."""
+
+    __tablename__ = "objective_constraints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    objective_id: Mapped[int] = mapped_column(ForeignKey("objectives.id"), unique=True)
+    data: Mapped[dict[str, Any]] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class ObjectiveOverride(Base):
+    """What one objective runs differently from the settings: its workers' model tier (a
+    recurring goal's `--tier`)."""
+
+    __tablename__ = "objective_overrides"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    objective_id: Mapped[int] = mapped_column(ForeignKey("objectives.id"), unique=True)
+    worker_tier: Mapped[str | None] = mapped_column(String(16), default=None)
+
+
+class GroundingCheck(Base):
+    """One grounding check of an objective against its goal, constraints and decisions."""
+
+    __tablename__ = "grounding_checks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    objective_id: Mapped[int] = mapped_column(ForeignKey("objectives.id"), index=True)
+    trigger: Mapped[str] = mapped_column(String(32))  # steps | schedule | command
+    signal: Mapped[str] = mapped_column(String(16))  # prefilter | judge
+    aligned: Mapped[bool] = mapped_column(Boolean)
+    score: Mapped[float] = mapped_column(Float)
+    verdicts: Mapped[list[Any]] = mapped_column(default=list)
+    drifted: Mapped[str] = mapped_column(Text, default="")
+    correction: Mapped[str] = mapped_column(Text, default="")
+    outputs_until: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    approval_id: Mapped[int | None] = mapped_column(Integer, default=None)  # its drift decision
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -92,6 +92,12 @@ def team_spend(s: Session, team_id: str, since: datetime) -> Spend:
                                            LLMCall.created_at >= since))
 
 
+def objectives_spend(s: Session, objective_ids: Select[Any], since: datetime) -> Spend:
+    """What the objectives `objective_ids` (a subquery, e.g. one channel's) spent since."""
+    return _one(s, select(*_COLUMNS).where(LLMCall.objective_id.in_(objective_ids),
+                                           LLMCall.created_at >= since))
+
+
 @dataclass(frozen=True)
 class TeamDay:
     team_id: str

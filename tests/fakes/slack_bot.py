@@ -35,10 +35,11 @@ class Bot:
 
 async def start_bot(tmp_path: Any, url: str, api: FakeSlackAPI, *,
                     progress_interval_s: float = 0.2, rate_limit_retries: int = 3,
-                    **slack: Any) -> Bot:
+                    swarm_settings: dict[str, Any] | None = None, **slack: Any) -> Bot:
     """What `threadswarm serve` does, on a free port of 127.0.0.1, against the fake Slack.
-    `slack` overrides SlackSettings fields (None removes one)."""
-    runtime = Runtime(make_settings(tmp_path, url, offline_latency_ms=10.0))
+    `slack` overrides SlackSettings fields (None removes one), `swarm_settings` Settings'."""
+    runtime = Runtime(make_settings(tmp_path, url, offline_latency_ms=10.0,
+                                    **(swarm_settings or {})))
     values: dict[str, Any] = {"bot_token": BOT_TOKEN, "signing_secret": SECRET,
                               "api_url": api.base_url, **slack}
     settings = SlackSettings(**{k: v for k, v in values.items() if v is not None})
