@@ -47,7 +47,7 @@ def _sync() -> None:
         sync_jobs(clock)
 
 
-@command("digest", "digest CRON|off", "this channel's status digest on a cron (admins)")
+@command("digest", "digest [CRON | off]", "this channel's status digest on a cron (admins)")
 async def digest(inv: Invocation) -> CommandReply:
     where = _channel(inv)
     if isinstance(where, CommandReply):
