@@ -12,7 +12,14 @@ from bot.commands import handle
 from schedules.grounding import Grounder
 from swarm.events import DriftDetected, PlanProposed
 from swarm.services.objectives import Swarm
-from swarm.store.models import AuditEntry, GroundingCheck, LLMCall, Step, utcnow
+from swarm.store.models import (
+    AuditEntry,
+    GroundingCheck,
+    LLMCall,
+    ObjectiveConstraints,
+    Step,
+    utcnow,
+)
 from tests.clocks import clock_for, events, until
 from tests.scenarios import THREAD, approve_all
 
@@ -139,3 +146,24 @@ async def test_the_pre_filter_catches_a_blatant_tangent_without_a_model_call(
     [(_, notice)] = events(swarm, "DriftDetected")
     assert isinstance(notice, DriftDetected) and notice.signal == "prefilter"
     assert "Review risks and compliance" in notice.drifted
+
+
+async def test_a_team_has_no_checks_of_its_own_its_parents_checks_cover_the_tree(
+        make_swarm: Callable[..., Swarm], embedder: Any) -> None:
+    swarm = make_swarm(grounding_after_steps=1)  # a checkpoint after every finished step
+    grounder = Grounder(swarm, embedder)
+    swarm.engine.checkpoint = grounder.checkpoint
+    started = await swarm.start_objective(
+        "Plan an organic-only launch for our SaaS in Japan [team]", THREAD, "alice", "evt-1")
+    view = await approve_all(swarm, started.objective_id)
+    assert view.state == "finished"
+    [team] = view.teams.values()
+    assert team.state == "finished" and len(team.steps) > 1
+    assert checks(swarm, view.id) and checks(swarm, team.id) == []
+    with swarm.db.read() as s:
+        kept = dict(s.execute(select(ObjectiveConstraints.objective_id,
+                                     ObjectiveConstraints.data)).all())
+    assert set(kept) == {view.id} and "organic-only" in str(kept[view.id])
+    asked = await handle(swarm, "alice", THREAD.team_id, f"ground {team.id}")
+    assert f"is a team of objective #{view.id}" in asked.text
+    assert checks(swarm, team.id) == []
