@@ -21,7 +21,11 @@ from bot.progress import EditLater, ProgressMessages
 from bot.refs import MessageRefs, approval_key
 from swarm.events import (
     ApprovalDecided,
+    ApprovalExpired,
+    ApprovalReminder,
     ApprovalRequested,
+    Digest,
+    DriftDetected,
     Event,
     Notice,
     ObjectiveAccepted,
@@ -97,6 +101,19 @@ class DiscordAdapter:
                 await self._post_once(thread, oid, f"{key}:0", render.notice(event))
             case PictureRequested():
                 pass  # the picture, below, is all it shows
+            case ApprovalReminder() | Digest():
+                await self._post_once(thread, oid, f"{key}:0", render.scheduled(event))
+            case ApprovalExpired():  # the request's message loses its buttons, says it expired
+                ref = self.refs.get(oid, approval_key(event.approval_id))
+                if ref is None:
+                    await self._post_once(thread, oid, f"{key}:0", render.scheduled(event))
+                else:
+                    await self._edit(ref.channel_id, ref.message_id, render.scheduled(event))
+                await self.progress.show(oid, thread, create=False)
+            case DriftDetected():
+                await self._post_once(thread, oid, approval_key(event.approval_id),
+                                      render.scheduled(event))
+                await self.progress.show(oid, thread, create=False)
             case _ if event.progress:  # step started, revised, finished, failed, retried
                 await self.progress.show(oid, thread, create=True)
             case _:

@@ -5,9 +5,11 @@ from dataclasses import dataclass
 
 import discord
 
+from bot import plain
 from bot.discord.buttons import ApprovalButton
 from bot.discord.text import (
     EMBED_DESCRIPTION_CHARS,
+    EMBED_FIELD_CHARS,
     EMBED_TITLE_CHARS,
     MESSAGE_CHARS,
     clip,
@@ -16,7 +18,11 @@ from bot.discord.text import (
 )
 from swarm.events import (
     ApprovalDecided,
+    ApprovalExpired,
+    ApprovalReminder,
     ApprovalRequested,
+    Digest,
+    DriftDetected,
     Notice,
     ObjectiveAccepted,
     ObjectiveFinished,
@@ -73,6 +79,9 @@ def plan(ev: PlanProposed) -> DiscordMessage:
                                      f"({len(ev.steps)} steps)", EMBED_TITLE_CHARS),
                           description=clip(ev.rationale + "\n\n" + "\n".join(lines),
                                            EMBED_DESCRIPTION_CHARS))
+    if ev.constraints:  # what the manager read as the goal's constraints, approved with it
+        embed.add_field(name="Constraints", inline=False, value=clip(
+            "\n".join(f"• {c}" for c in ev.constraints), EMBED_FIELD_CHARS))
     embed.set_footer(text="Approve or reject with the buttons, or react ✅ / ❌.")
     return DiscordMessage(f"Plan for objective #{ev.objective_id}: approve?", embed,
                           ev.approval_id)
@@ -155,6 +164,19 @@ def state_changed(ev: ObjectiveStateChanged) -> DiscordMessage:
 
 def notice(ev: Notice) -> DiscordMessage:
     return DiscordMessage(f"ℹ️ {clip(ev.text, MESSAGE_CHARS - 3)}")
+
+
+SCHEDULED_MARK = {"ApprovalReminder": "⏰", "ApprovalExpired": "⌛", "DriftDetected": "⚠️",
+                  "Digest": "📋"}
+
+
+def scheduled(ev: ApprovalReminder | ApprovalExpired | DriftDetected | Digest
+              ) -> DiscordMessage:
+    """A scheduled event as bot/plain.py words it; a drift notice carries its approval's
+    Approve (apply the correction) / Reject (continue as planned) buttons."""
+    text = f"{SCHEDULED_MARK.get(ev.event_type, '')} {plain.plain(ev) or ''}"
+    return DiscordMessage(clip(text, MESSAGE_CHARS),
+                          buttons=ev.approval_id if isinstance(ev, DriftDetected) else None)
 
 
 def summary(ev: ObjectiveFinished) -> str:
