@@ -297,3 +297,42 @@ async def test_slack_shows_the_team_in_the_objectives_progress_message_and_asks_
         assert "#1 finished" in listed and "#2" not in listed  # one line per tree
     finally:
         await bot.close()
+
+
+async def test_discord_shows_the_team_in_the_objectives_progress_embed_and_asks_in_its_thread(
+        tmp_path: Path, sqlite_url: str) -> None:
+    from tests import test_discord as dc
+    from tests.fakes.discord_bot import start_discord_bot
+    from tests.fakes.discord_server import FakeDiscord
+
+    fake = await FakeDiscord().start()
+    bot = await start_discord_bot(tmp_path, sqlite_url, fake)
+    try:
+        plan, event = await dc.mention(fake, GOAL)
+        assert "👥 a team of its own" in plan.body["embeds"][0]["description"]
+        await dc.click(fake, plan)
+        asked = await fake.wait_for(lambda: dc.with_buttons(fake, "Approval needed"),
+                                    what="the team's step approval")
+        assert asked[-1].path == f"/channels/{event['id']}/messages", "in the tree's thread"
+        [progress] = fake.posted("steps done")  # one progress message for the whole tree
+
+        def embeds() -> list[str]:
+            return [c.body["embeds"][0]["description"] for c in fake.edits_of(
+                progress.answer["id"]) if c.body.get("embeds")]
+        # while the team waits for it, the objective's embed shows the team's line
+        await fake.wait_for(lambda: [d for d in embeds() if "team #2 running: 4/5 steps" in d],
+                            what="the team's line in the progress embed")
+        await dc.click(fake, asked[-1])
+        rollout = await fake.wait_for(lambda: dc.with_buttons(fake, "Approval needed")[1:],
+                                      what="the parent's own step approval")
+        await dc.click(fake, rollout[-1])
+        await fake.wait_for(lambda: fake.posted("Objective #1 finished"), what="the results")
+        await fake.wait_for(lambda: embeds() and "team #2 finished: 5/5 steps" in embeds()[-1]
+                            and "Objective #1" in fake.edits_of(progress.answer["id"])[-1]
+                            .body["embeds"][0]["title"], what="the tree's end")
+        assert fake.posted("steps done") == [progress], "no progress message of the team's own"
+        [line] = [ln for ln in embeds()[-1].splitlines() if "team #2" in ln]
+        assert line.startswith("✅ `s3`"), line
+    finally:
+        await bot.close()
+        await fake.close()

@@ -72,6 +72,7 @@ class DiscordAdapter:
         """Every message is posted once: each has a message ref (by objective, or by delivery
         `key` and part), and a retry of a partly delivered event skips what it finds."""
         oid = event.objective_id
+        shown = self.swarm.root_of(oid)  # a team's progress shows in its tree's message
         match event:
             case ObjectiveAccepted():
                 await self._post_once(thread, oid, "accepted", render.accepted(event))
@@ -81,22 +82,22 @@ class DiscordAdapter:
             case ApprovalRequested():
                 await self._post_once(thread, oid, approval_key(event.approval_id),
                                       render.approval(event))
-                await self.progress.show(oid, thread, create=False)
+                await self.progress.show(shown, thread, create=False)
             case ApprovalDecided():
                 await self._decided(event, thread, key)
                 plan_approved = event.kind == "plan" and event.approved
-                await self.progress.show(oid, thread, create=plan_approved)
+                await self.progress.show(shown, thread, create=plan_approved)
             case QuestionAsked():
                 await self._post_once(thread, oid, f"question:{event.question_id}",
                                       render.question(event))
-                await self.progress.show(oid, thread, create=True)
+                await self.progress.show(shown, thread, create=True)
             case ObjectiveStateChanged():
                 await self._post_once(thread, oid, f"{key}:0", render.state_changed(event))
-                await self.progress.show(oid, thread, create=False)
+                await self.progress.show(shown, thread, create=False)
             case ObjectiveFinished():  # results first: a refused progress edit loses none
                 for i, msg in enumerate(render.results(event)):
                     await self._post_once(thread, oid, f"results:{i}", msg)
-                await self.progress.show(oid, thread, create=False)
+                await self.progress.show(shown, thread, create=False)
             case Notice():
                 await self._post_once(thread, oid, f"{key}:0", render.notice(event))
             case PictureRequested():
@@ -115,11 +116,11 @@ class DiscordAdapter:
                                       render.scheduled(event))
                 await self.progress.show(oid, thread, create=False)
             case _ if event.progress:  # step started, revised, finished, failed, retried
-                await self.progress.show(oid, thread, create=True)
+                await self.progress.show(shown, thread, create=True)
             case _:
                 log.info("discord.event_without_message kind=%s objective=%s",
                          event.event_type, oid)
-                await self.progress.show(oid, thread, create=False)
+                await self.progress.show(shown, thread, create=False)
         await self._picture(event, thread, key)
 
     async def _picture(self, event: Event, thread: ThreadRef, key: str) -> None:

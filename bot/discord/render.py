@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import discord
 
 from bot import plain
+from bot.checklist import seconds, step_facts
 from bot.discord.buttons import ApprovalButton
 from bot.discord.text import (
     EMBED_DESCRIPTION_CHARS,
@@ -37,7 +38,8 @@ APPROVE_EMOJI = frozenset({"✅", "☑️", "✔️", "👍"})
 REJECT_EMOJI = frozenset({"❌", "🚫", "👎"})
 STATE_MARK = {"pending": "⚪", "ready": "⚪", "awaiting_approval": "🔒", "running": "🔄",
               "waiting_human": "💬", "finished": "✅", "failed": "❌", "skipped": "➖",
-              "cancelled": "🚫", "planning": "💭", "paused": "⏸️"}
+              "cancelled": "🚫", "planning": "💭", "paused": "⏸️",
+              "waiting_team": "👥"}
 COLOUR = {"finished": discord.Colour.green(), "failed": discord.Colour.red(),
           "cancelled": discord.Colour.dark_grey()}
 
@@ -59,12 +61,6 @@ class DiscordMessage:
         return view
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.1f}s" if value < 60 else f"{int(value // 60)}m{int(value % 60):02d}s"
-
-
 def accepted(ev: ObjectiveAccepted) -> DiscordMessage:
     return DiscordMessage(f"On it, {user(ev.requester)}: objective #{ev.objective_id}, "
                           f"*{clip(ev.goal, 500)}*. I'm planning; the plan comes here for "
@@ -74,7 +70,8 @@ def accepted(ev: ObjectiveAccepted) -> DiscordMessage:
 def plan(ev: PlanProposed) -> DiscordMessage:
     lines = [f"`{st.key}` **{clip(st.title, 120)}** — {st.role}"
              + (f" (after {', '.join(st.depends_on)})" if st.depends_on else "")
-             + (" 🔒 asks approval" if st.needs_approval else "") for st in ev.steps]
+             + (" 🔒 asks approval" if st.needs_approval else "")
+             + (" 👥 a team of its own" if st.team else "") for st in ev.steps]
     embed = discord.Embed(title=clip(f"Plan v{ev.version} for objective #{ev.objective_id} "
                                      f"({len(ev.steps)} steps)", EMBED_TITLE_CHARS),
                           description=clip(ev.rationale + "\n\n" + "\n".join(lines),
@@ -123,29 +120,23 @@ def _when(at: str) -> str:
     return f"<t:{int(moment.timestamp())}:f>"
 
 
-def _step_line(st: StepView) -> str:
-    parts = [f"{STATE_MARK.get(st.state, '⚪')} `{st.key}` **{clip(st.title, 100)}** — "
-             f"{st.role}"]
-    if st.state not in ("finished", "pending", "ready"):
-        parts.append(st.state.replace("_", " "))
-    if st.attempts > 1:
-        parts.append(f"attempt {st.attempts}")
-    if (elapsed := _seconds(st.elapsed_s)):
-        parts.append(elapsed)
-    return " · ".join(parts)
+def _step_line(st: StepView, team: ObjectiveView | None = None) -> str:
+    return " · ".join([f"{STATE_MARK.get(st.state, '⚪')} `{st.key}` **{clip(st.title, 100)}** "
+                       f"— {st.role}", *step_facts(st, team)])
 
 
 def progress(view: ObjectiveView) -> DiscordMessage:
     """One embed: the goal, the checklist of steps, and the spend in the footer."""
     done = sum(st.state == "finished" for st in view.steps)
-    checklist = "\n".join(_step_line(st) for st in view.steps) or "*no steps yet*"
+    checklist = "\n".join(_step_line(st, view.teams.get(st.id))
+                          for st in view.steps) or "*no steps yet*"
     embed = discord.Embed(title=clip(f"{STATE_MARK.get(view.state, '')} Objective #{view.id} — "
                                      f"{view.goal}", EMBED_TITLE_CHARS),
                           description=clip(checklist, EMBED_DESCRIPTION_CHARS),
                           colour=COLOUR.get(view.state, discord.Colour.blurple()))
     embed.set_footer(text=f"{view.state.replace('_', ' ')} · {done}/{len(view.steps)} steps "
                           f"done · {view.tokens:,} tokens · {view.spend.show_cost()} · "
-                          f"{_seconds(view.elapsed_s)}")
+                          f"{seconds(view.elapsed_s)}")
     return DiscordMessage(f"Objective #{view.id}: {done}/{len(view.steps)} steps done", embed)
 
 

@@ -14,6 +14,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.blocks.block_elements import RichTextElementParts
 
 from bot import plain
+from bot.checklist import seconds, step_facts
 from bot.slack.text import escape, mrkdwn, split, user, when
 from swarm.events import (
     ApprovalDecided,
@@ -107,12 +108,6 @@ def _clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[:chars - 1] + "…"
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.1f}s" if value < 60 else f"{int(value // 60)}m{int(value % 60):02d}s"
-
-
 def accepted(ev: ObjectiveAccepted) -> SlackMessage:
     text = (f"On it, {user(ev.requester)}: objective #{ev.objective_id}, "
             f"_{escape(_clip(ev.goal, 500))}_. I'm planning; the plan comes here for approval.")
@@ -200,27 +195,10 @@ def decided(ev: ApprovalDecided, view: ObjectiveView | None) -> SlackMessage:
     return SlackMessage(f"{verb} by {ev.user}: {ev.title}", blocks)
 
 
-def _step_facts(st: StepView, team: ObjectiveView | None = None) -> list[str]:
-    """What a step's line or card says beside its title: a state worth saying, the attempt,
-    its team (one line of the team's own counts: `/swarm status ID` expands it), the time it
-    took."""
-    facts = []
-    if st.state not in ("finished", "pending", "ready"):
-        facts.append(st.state.replace("_", " "))
-    if st.attempts > 1 and team is None:
-        facts.append(f"attempt {st.attempts}")
-    if team is not None:
-        facts.append(f"team #{team.id} {team.state.replace('_', ' ')}: "
-                     f"{team.done}/{len(team.steps)} steps · {team.tokens:,} tokens")
-    if (elapsed := _seconds(st.elapsed_s)):
-        facts.append(elapsed)
-    return facts
-
-
 def _step_line(st: StepView, team: ObjectiveView | None = None) -> str:
     return " · ".join([f"{STATE_MARK.get(st.state, ':white_circle:')} `{st.key}` "
                        f"*{escape(_clip(st.title, 100))}* — {escape(st.role)}",
-                       *_step_facts(st, team)])
+                       *step_facts(st, team)])
 
 
 def progress(view: ObjectiveView) -> SlackMessage:
@@ -228,7 +206,7 @@ def progress(view: ObjectiveView) -> SlackMessage:
     head = (f"{STATE_MARK.get(view.state, '')} *Objective #{view.id}* — "
             f"{escape(_clip(view.goal, 300))}")
     spend = (f"{view.state.replace('_', ' ')} · {done}/{len(view.steps)} steps done · "
-             f"{view.tokens:,} tokens · {view.spend.show_cost()} · {_seconds(view.elapsed_s)}")
+             f"{view.tokens:,} tokens · {view.spend.show_cost()} · {seconds(view.elapsed_s)}")
     checklist = "\n".join(_step_line(st, view.teams.get(st.id))
                           for st in view.steps) or "_no steps yet_"
     return SlackMessage(f"Objective #{view.id}: {done}/{len(view.steps)} steps done",
@@ -249,7 +227,7 @@ def _rich(text: str) -> RichTextBlock:
 
 
 def _task(st: StepView, team: ObjectiveView | None = None) -> TaskCardBlock:
-    details = [st.role, *_step_facts(st, team)]
+    details = [st.role, *step_facts(st, team)]
     # plain text, not mrkdwn: nothing to escape; redacted like every other message
     shown = st.error if st.state == "failed" else st.output if st.state == "finished" else None
     output = _rich(_clip(redact(" ".join(shown.split())), TASK_TEXT_CHARS)) if shown else None
