@@ -118,8 +118,8 @@ async def test_a_click_is_answered_privately_and_a_second_click_says_it_is_decid
     again = await click(fake, plan)  # a click racing the edit, on the decided approval
     assert "already" in again.lower()
     await approve_step_and_finish(fake, oid)
-    progress = fake.posted("steps done")
-    embed = fake.edits_of(progress[0].answer["id"])[-1].body["embeds"][0]
+    [progress] = fake.posted("steps done")  # as last shown: posted, or edited since
+    embed = [progress, *fake.edits_of(progress.answer["id"])][-1].body["embeds"][0]
     assert "researcher" in embed["description"] and "tokens" in embed["footer"]["text"]
 
 
