@@ -27,7 +27,7 @@ from swarm.store.db import Database
 from swarm.store.models import BudgetCeiling, BudgetRequest, utcnow
 from swarm.store.spend import Spend, month_key, month_start, objective_spend, team_spend
 from swarm.store.team import setting
-from swarm.store.teams import lineage, subtree
+from swarm.store.tree import lineage, subtree
 
 log = logging.getLogger(__name__)
 

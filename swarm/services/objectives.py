@@ -63,7 +63,7 @@ from swarm.store.models import (
     utcnow,
 )
 from swarm.store.outbox import emit
-from swarm.store.teams import subtree
+from swarm.store.tree import subtree
 from swarm.store.views import ObjectiveView, objective_view
 
 log = logging.getLogger(__name__)
