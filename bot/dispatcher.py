@@ -1,4 +1,11 @@
-"""The outbox dispatcher: delivers events in order per thread, retries, dead-letters, prunes."""
+"""The outbox dispatcher: delivers events in order per thread, retries, dead-letters, prunes.
+
+It wakes at once for a commit in its own process, for a NOTIFY from another process on
+PostgreSQL (swarm/store/notify.py), and otherwise every `poll_s`: the poll brings back rows
+whose retry is due, threads whose lease lapsed (their dispatcher died), and anything a lost
+notification would have announced. Any number of dispatchers may share a database (web
+replicas): the per-thread claim in swarm/store/outbox.py keeps each row delivered once and
+each thread in order."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +21,7 @@ from swarm.events import Notice
 from swarm.redact import redact
 from swarm.store.db import Database
 from swarm.store.models import OutboxEvent, ThreadRef, utcnow
+from swarm.store.notify import listen
 from swarm.store.outbox import (
     claim,
     due_threads,
@@ -52,23 +60,37 @@ class Dispatcher:
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"  # this dispatcher's lease name
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()  # set while other processes' commits wake this one
         self._stopping = False
         self._next_prune = 0.0  # time.monotonic() of the next prune
         self._lock = asyncio.Lock()  # one drain at a time in this process
         db.on_commit(self.wake)
+
+    @property
+    def listen_name(self) -> str:
+        """The application_name of this dispatcher's listening connection."""
+        return f"threadswarm-dispatcher-{self.owner}"
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
         self._stopping = False
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._loop())
+        if not self.db.sqlite:
+            self._listener = loop.create_task(listen(self.db.engine, self.wake,
+                                                       self.listen_name, self.listening))
 
     async def stop(self) -> None:
         """End the loop: a drain in progress gets `stop_timeout_s` to finish, then is cancelled
         and gets as long again; past that the loop is left behind, logged, and stop returns."""
         self._stopping = True  # a flag, not only a cancel: wait_for (3.11) can swallow a cancel
         self._wake.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await cancel_bounded([listener], self.stop_timeout_s, "dispatcher.listen")
         task, self._task = self._task, None
         if task is None:
             return

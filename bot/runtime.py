@@ -53,7 +53,7 @@ class Runtime:
         self.swarm.engine.checkpoint = self.grounder.checkpoint
         self.clock: Clock | None = None
         self.dispatcher = Dispatcher(
-            self.db, [], max_attempts=settings.outbox_max_attempts,
+            self.db, [], poll_s=settings.outbox_poll_s, max_attempts=settings.outbox_max_attempts,
             keep_delivered_s=settings.outbox_keep_delivered_hours * 3600)
 
     def add_adapter(self, adapter: ChatAdapter) -> None:

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # (kept, not retried); delivered rows are deleted once this old.
     outbox_max_attempts: int = 8
     outbox_keep_delivered_hours: float = 24.0
+    # How often a dispatcher looks for due rows unwoken: retries that came due, threads of a
+    # process that died. New rows wake it at once (in its process, or by PostgreSQL NOTIFY).
+    outbox_poll_s: float = 1.0
 
     # Schedules (schedules/): one APScheduler per database; `serve` runs it unless this is off
     # (a web-only process). Durations: ISO 8601 (PT30M) or HH:MM:SS in the environment.

@@ -4,11 +4,12 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from rich.console import Console
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from bot.adapter import PermanentDeliveryError
 from bot.console.adapter import ConsoleAdapter
@@ -18,6 +19,8 @@ from swarm.services.objectives import Swarm
 from swarm.store.db import Database
 from swarm.store.models import OutboxEvent, ThreadRef
 from swarm.store.outbox import emit
+from tests.conftest import _pg_schema_url
+from tests.fakes.local_server import wait_until
 
 THREAD = ThreadRef("slack", "T1", "C0GENERAL", "1.1")
 Refusal = Callable[[Event], Exception | None]
@@ -189,3 +192,55 @@ async def test_the_console_shows_an_event_once_when_its_first_delivery_fails(
     await dispatcher.drain()
     await dispatcher.drain()
     assert out.getvalue().count("Draft the deliverable") == 1
+
+
+# -- across processes: PostgreSQL's NOTIFY wakes the dispatcher ------------------------------------
+WRITER = """
+import sys
+from swarm.events import Notice
+from swarm.store.db import Database
+from swarm.store.models import ThreadRef
+from swarm.store.outbox import emit
+from tests.conftest import _pg_schema_url
+from tests.fakes.local_server import wait_until
+db = Database.connect(sys.argv[1])
+with db.tx() as s:
+    emit(s, ThreadRef("slack", "T1", "C0GENERAL", "1.1"), Notice(1, sys.argv[2]))
+db.close()
+"""
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from _pg_schema_url()
+
+
+async def write_from_another_process(url: str, text: str) -> None:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, url, text)
+    assert await proc.wait() == 0
+
+
+async def test_a_row_another_process_writes_is_delivered_without_waiting_for_the_poll(
+        pg_url: str) -> None:
+    db = Database.connect(pg_url)
+    thread = Thread()
+    dispatcher = Dispatcher(db, [thread], poll_s=3600)  # the poll cannot be what delivers
+    dispatcher.start()
+    try:
+        await asyncio.wait_for(dispatcher.listening.wait(), 30)
+        await write_from_another_process(pg_url, "from a worker")
+        await wait_until(lambda: thread.shown == ["from a worker"], 30, "the delivery")
+        # the listening connection is cut (a server restart, a failover): it listens again
+        with db.engine.connect() as conn:
+            cut = conn.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
+                                    "where application_name = :name"),
+                               {"name": dispatcher.listen_name}).scalars().all()
+        assert cut == [True]
+        await wait_until(lambda: not dispatcher.listening.is_set(), 30, "the lost connection")
+        await asyncio.wait_for(dispatcher.listening.wait(), 30)
+        await write_from_another_process(pg_url, "after the reconnect")
+        await wait_until(lambda: thread.shown[-1:] == ["after the reconnect"], 30, "the delivery")
+        assert thread.shown == ["from a worker", "after the reconnect"]
+    finally:
+        await dispatcher.stop()
+        db.close()

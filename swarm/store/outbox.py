@@ -14,8 +14,10 @@ that misses a row backs off, and a row whose id committed late (ids are handed o
 commit) fails the guard instead of being delivered beside the claimed ones (one that commits
 after the claim waits for the claimer to finish: a thread's rows go out in commit order). On
 SQLite, where `FOR UPDATE` does not exist and writes are serialised, the guarded UPDATE alone
-decides. The lease is short and renewed while its thread is delivered (bot/dispatcher.py), so
-the threads of a process that died mid-delivery wait seconds, not minutes, for another.
+decides. A commit wakes the dispatchers of other processes through LISTEN/NOTIFY on PostgreSQL
+(swarm/store/notify.py). The lease is short and renewed while its thread is delivered
+(bot/dispatcher.py), so the threads of a process that died mid-delivery wait seconds, not
+minutes, for another.
 """
 from __future__ import annotations
 
@@ -43,15 +45,18 @@ from sqlalchemy.orm import Session, aliased
 from swarm.events import Event, event_from_payload
 from swarm.redact import redact_value
 from swarm.store.models import OutboxEvent, ThreadRef, table, utcnow
+from swarm.store.notify import notify
 
 _INSERT = insert(table(OutboxEvent))
 
 
 def emit(tx: Session | Connection, thread: ThreadRef, *events: Event) -> None:
-    """Write the events, in order, in the caller's transaction (ORM session or Core)."""
+    """Write the events, in order, in the caller's transaction (ORM session or Core); on
+    PostgreSQL the other processes' dispatchers are woken when it commits."""
     tx.execute(_INSERT, [{"objective_id": e.objective_id, "platform": thread.platform,
                           "thread_key": thread.key, "kind": e.event_type, "progress": e.progress,
                           "payload": redact_value(e.to_payload())} for e in events])
+    notify(tx, thread.platform)
 
 
 def _open(t: Any = OutboxEvent) -> ColumnElement[bool]:
@@ -153,6 +158,8 @@ def reopen_latest(session: Session, platform: str, objective_ids: Iterable[int])
                 OutboxEvent.id == latest, OutboxEvent.delivered_at.is_not(None)).values(
                 delivered_at=None, attempts=0, next_attempt_at=None, claimed_by=None,
                 claimed_until=None))
+    if reopened:
+        notify(session, platform)
     return reopened
 
 
