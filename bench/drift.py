@@ -28,6 +28,7 @@ from schedules import drift_set  # noqa: E402
 from swarm.config import Settings  # noqa: E402
 from swarm.llm.budget import Budget  # noqa: E402
 from swarm.llm.client import LLM  # noqa: E402
+from swarm.store import migrate  # noqa: E402
 from swarm.store.db import Database  # noqa: E402
 
 CASES = _HERE.parent / "tests" / "data" / "drift_cases.yaml"
@@ -41,6 +42,7 @@ async def measure(cases_path: Path, concurrency: int) -> str:
                                             settings.grounding_min_similarity)
     with tempfile.TemporaryDirectory() as tmp:
         db = Database.connect(f"sqlite:///{tmp}/bench.db")  # the judge's calls are booked here
+        migrate.upgrade(db)
         llm = LLM(settings, Budget(settings, db))
         try:
             await drift_set.add_judge(flags, llm, concurrency)

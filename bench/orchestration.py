@@ -60,6 +60,7 @@ from swarm.llm import offline
 from swarm.llm.client import LLM, CallContext, Completion
 from swarm.prompts import render
 from swarm.services.objectives import Swarm
+from swarm.store import migrate
 from swarm.store.db import Database
 from swarm.store.models import LLMCall, Objective, Step, ThreadRef
 
@@ -231,6 +232,7 @@ async def run_threadswarm(shape: Shape, n: int, url: str, data_dir: Path, sample
         settings = settings.model_copy(update={"model": HTTP_MODEL,
                                                "model_api_bases": {HTTP_MODEL: api_base}})
     db = Database.connect(url)
+    migrate.upgrade(db)
     fake = MODELS[model]
     swarm = Swarm(settings, db, planner=dag_planner(shape),
                   llm=fake(settings) if fake is not None else None)

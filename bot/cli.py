@@ -1,4 +1,4 @@
-"""The `threadswarm` command line: run, status, resume, audit, memory, serve."""
+"""The `threadswarm` command line: run, status, resume, audit, memory, serve, migrate."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,9 @@ from swarm.contract import Principal
 from swarm.llm.budget import Ceiling, objective_key, team_key
 from swarm.llm.faults import DEMO_FAULTS, FaultPlan, FaultSpecError
 from swarm.states import ObjectiveState
+from swarm.store import migrate
 from swarm.store.audit import verify_chain
+from swarm.store.db import Database
 from swarm.store.models import ThreadRef, utcnow
 from swarm.store.spend import daily_spend, month_key, month_start, team_spend
 
@@ -34,9 +36,15 @@ def _banner(rt: Runtime) -> None:
                       "THREADSWARM_MODEL (e.g. gpt-4o-mini) for a real model.[/]")
 
 
+def _runtime(settings: Settings, memory: bool | None) -> Runtime:
+    """The console's runtime: on SQLite (the embedded default, `make demo`) it migrates by
+    itself; a shared PostgreSQL is migrated on purpose, by `threadswarm migrate`."""
+    return Runtime(settings, memory=memory, migrate=settings.url.startswith("sqlite"))
+
+
 def _console_runtime(args: argparse.Namespace, settings: Settings
                      ) -> tuple[Runtime, ConsoleAdapter]:
-    rt = Runtime(settings, memory=False if args.no_memory else None)
+    rt = _runtime(settings, False if args.no_memory else None)
     adapter = ConsoleAdapter(rt.swarm, console, auto_approve=args.yes, user=args.user,
                              pictures=settings.data_dir / "pictures")
     rt.add_adapter(adapter)
@@ -136,7 +144,7 @@ def _spend_report(rt: Runtime, days: int) -> None:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    rt = Runtime(settings, memory=False)
+    rt = _runtime(settings, False)
     try:
         if args.id is not None:
             view = rt.swarm.view(args.id)
@@ -165,7 +173,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    rt = Runtime(settings, memory=False)
+    rt = _runtime(settings, False)
     try:
         with rt.db.read() as s:
             report = verify_chain(s)
@@ -182,7 +190,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
     """`threadswarm admin WORDS...`: the chat's `/swarm` grammar, at the console."""
     text = " ".join(args.words)
-    rt = Runtime(settings, memory=None if text.split()[:1] == ["memory"] else False)
+    rt = _runtime(settings, None if text.split()[:1] == ["memory"] else False)
     try:
         who = Principal(args.user, args.team, "console", args.operator, args.channel)
         reply = await commands.handle(rt.swarm, who, args.team, text)
@@ -190,6 +198,30 @@ async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
         return 0 if not reply.text.startswith(("Only ", "That is not", "I don't know")) else 1
     finally:
         await rt.close()
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """`threadswarm migrate`: the database to this code's schema (what `serve` and `worker`
+    require); running it again changes nothing."""
+    db = Database.connect(settings.url)
+    try:
+        done = migrate.upgrade(db)
+    finally:
+        db.close()
+    where = db.engine.url.render_as_string(hide_password=True)
+    start = done.before or done.adopted
+    lines = [] if not done.adopted else [
+        f"{where} was made before migrations; its tables are those of revision {done.adopted}, "
+        f"so it is stamped there."]
+    if start is None:
+        lines.append(f"{where}: tables created, at schema revision {done.after}.")
+    elif start == done.after:
+        lines.append(f"{where} is at schema revision {done.after}.")
+    else:
+        lines.append(f"{where} upgraded from schema revision {start} to {done.after}.")
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="you run the server: act as an admin of the team")
     admin.set_defaults(func=cmd_admin)
     serve.register(sub)
+    sub.add_parser("migrate", help="create or upgrade the database's tables (before `serve` "
+                                   "and `worker`, after an upgrade of threadswarm)"
+                   ).set_defaults(func=cmd_migrate)
     sync = sub.add_parser("discord-sync", help="register the /swarm app command with Discord "
                                                "(globally, or in one guild)")
     sync.add_argument("--guild", type=int, help="a guild's id: registered there at once")
@@ -256,7 +291,7 @@ async def cmd_discord_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _with_memory(args: argparse.Namespace, settings: Settings) -> int:
     """`threadswarm memory ...`: the command gets the team memory on the same database."""
-    rt = Runtime(settings, memory=True)
+    rt = _runtime(settings, True)
     try:
         return int(await args.func(args, rt.memory))
     finally:
@@ -271,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         func = _with_memory
     try:
         sys.exit(asyncio.run(func(args, Settings())))
-    except SettingsError as exc:  # a setting that cannot work: say which, and what to set
+    except (SettingsError, migrate.SchemaNotCurrent) as exc:  # say what to set, or to run
         console.print(str(exc), style="red", markup=False)
         sys.exit(2)
     except KeyboardInterrupt:

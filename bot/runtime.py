@@ -13,6 +13,7 @@ from schedules.grounding import Grounder
 from swarm.config import Settings
 from swarm.redact import RedactingFilter
 from swarm.services.objectives import Swarm
+from swarm.store import migrate as migrations
 from swarm.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,17 @@ def open_memory(settings: Settings, db: Database) -> Any:
 class Runtime:
     """One process's swarm with its adapters; `settle()` waits until nothing can move."""
 
-    def __init__(self, settings: Settings, *, memory: bool | None = None) -> None:
+    def __init__(self, settings: Settings, *, memory: bool | None = None,
+                 migrate: bool = False) -> None:
+        """`migrate`: upgrade the database's schema first (the console on its SQLite file);
+        else a database not at this code's revision stops it (SchemaNotCurrent says why)."""
         self.settings = settings
         self.db = Database.connect(settings.url)
+        try:
+            migrations.upgrade(self.db) if migrate else migrations.check(self.db)
+        except BaseException:
+            self.db.close()
+            raise
         use_memory = settings.memory_enabled if memory is None else memory
         self.memory = open_memory(settings, self.db) if use_memory else None
         self.swarm = Swarm(settings, self.db, memory=self.memory)

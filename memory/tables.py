@@ -8,6 +8,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 DEFAULT_TABLE = "memory_items"
+# The swarm's convention too (memory imports nothing of ours): every constraint has a name that
+# a migration can drop or alter.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 @dataclass(frozen=True)
@@ -20,7 +29,7 @@ class MemoryTables:
 
 
 def memory_tables(name: str = DEFAULT_TABLE) -> MemoryTables:
-    metadata = sa.MetaData()
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     # An INTEGER primary key on SQLite (BIGINT elsewhere) so it is the rowid; AUTOINCREMENT so
     # an id is never reused after a forget, since index files hold ids.
     row_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -19,7 +19,6 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from schedules import registry
-from schedules.tables import ensure_tables
 from swarm.services.objectives import Swarm
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ class Clock:
     def __init__(self, swarm: Swarm, grounder: Grounder) -> None:
         self.swarm, self.settings, self.db = swarm, swarm.settings, swarm.db
         self.grounder = grounder
-        ensure_tables(self.db)
         self.scheduler = AsyncIOScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine,
                                                      tablename=JOBS_TABLE)},

@@ -1,17 +1,16 @@
 """The schedules' own tables: digests and recurring goals per channel, and reminders sent.
 
-They live on the swarm's metadata (one database, one `create_all`); `ensure_tables` creates
-them on a database that was made before they existed.
+They live on the swarm's metadata (one database, one migration environment: bot/schema.py
+gathers them with the others for swarm/store/migrations).
 """
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from swarm.store.db import Database
-from swarm.store.models import Base, table, utcnow
+from swarm.store.models import Base, utcnow
 
 
 class DigestSchedule(Base):
@@ -63,11 +62,3 @@ class ReminderSent(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     approval_id: Mapped[int] = mapped_column(ForeignKey("approvals.id"), unique=True)
     reminded_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-TABLES: list[Table] = [table(m) for m in (DigestSchedule, RecurringGoal, RecurringRun,
-                                          ReminderSent)]
-
-
-def ensure_tables(db: Database) -> None:
-    Base.metadata.create_all(db.engine, tables=TABLES)

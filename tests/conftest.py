@@ -18,6 +18,7 @@ os.environ.setdefault("JITTER", "0.05")
 
 from swarm.config import Settings  # noqa: E402
 from swarm.services.objectives import Swarm  # noqa: E402
+from swarm.store import migrate  # noqa: E402
 from swarm.store.db import Database  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 from tests.fakes.slack_api import FakeSlackAPI  # noqa: E402
@@ -64,6 +65,14 @@ def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return f"sqlite:///{tmp_path / 'threadswarm.db'}"
 
 
+def migrated(url: str) -> Database:
+    """A database at this code's schema revision, as `threadswarm migrate` leaves it (a second
+    process's on the same url: already there, nothing is done)."""
+    db = Database.connect(url)
+    migrate.upgrade(db)
+    return db
+
+
 def make_settings(tmp_path, url: str, **overrides: object) -> Settings:  # type: ignore[no-untyped-def]
     values: dict[str, object] = {"data_dir": tmp_path, "database_url": url,
                                  "offline_latency_ms": 20.0, "memory_enabled": False}
@@ -73,7 +82,7 @@ def make_settings(tmp_path, url: str, **overrides: object) -> Settings:  # type:
 
 @pytest.fixture
 async def swarm(tmp_path, db_url: str) -> AsyncIterator[Swarm]:  # type: ignore[no-untyped-def]
-    db = Database.connect(db_url)
+    db = migrated(db_url)
     sw = Swarm(make_settings(tmp_path, db_url), db)
     yield sw
     await sw.shutdown()
@@ -92,7 +101,7 @@ async def openai_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOp
 @pytest.fixture
 async def make_swarm(tmp_path, db_url: str) -> AsyncIterator[Callable[..., Swarm]]:  # type: ignore[no-untyped-def]
     """Swarms on the test database with settings overridden per test."""
-    db = Database.connect(db_url)
+    db = migrated(db_url)
     made: list[Swarm] = []
 
     def build(**overrides: object) -> Swarm:

@@ -13,9 +13,8 @@ from sqlalchemy import select
 from bot import cli
 from swarm.config import Settings
 from swarm.services.objectives import Swarm
-from swarm.store.db import Database
 from swarm.store.models import AuditEntry, ThreadRef
-from tests.conftest import make_settings
+from tests.conftest import make_settings, migrated
 from tests.fakes.slack_api import TEAM_ID, FakeSlackAPI
 
 ALICE, BOSS, CAROL, MALLORY = "U0ALICE", "U0BOSS", "U0CAROL", "U0MALLORY"
@@ -54,7 +53,7 @@ async def _console(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                    ) -> AsyncIterator[Surface]:
     url = f"sqlite:///{tmp_path / 'threadswarm.db'}"
     settings = make_settings(tmp_path, url)
-    db = Database.connect(url)
+    db = migrated(url)
     swarm = Swarm(settings, db)
 
     async def send(user: str, text: str) -> str:

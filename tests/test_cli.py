@@ -11,9 +11,8 @@ from rich.console import Console
 
 from bot import cli
 from swarm.services.objectives import Swarm
-from swarm.store.db import Database
 from swarm.store.models import ThreadRef
-from tests.conftest import make_settings
+from tests.conftest import make_settings, migrated
 from tests.scenarios import run_goal
 
 Capture = pytest.CaptureFixture[str]
@@ -73,7 +72,7 @@ def test_resume_shows_the_results_a_stop_left_in_the_outbox(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture) -> None:
     async def run_to_the_end_without_delivering() -> str:  # killed before its dispatcher ran
         url = f"sqlite:///{tmp_path / 'threadswarm.db'}"
-        db = Database.connect(url)
+        db = migrated(url)
         swarm = Swarm(make_settings(tmp_path, url, offline_latency_ms=5.0), db)
         view = await run_goal(swarm, "Write a press release",
                               thread=ThreadRef("console", "local", "console", "t-1"))

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from swarm.store.models import Objective, Step, StepRun
+from tests.conftest import migrated
 from tests.processes import cli, env, kill_when
 
 GOAL = "Launch a localized campaign for our SaaS in Japan"
@@ -15,6 +16,7 @@ GOAL = "Launch a localized campaign for our SaaS in Japan"
 
 def test_sigkill_mid_objective_then_resume_runs_no_finished_step_twice(
         tmp_path: Path, db_url: str) -> None:
+    migrated(db_url).close()  # `run` migrates SQLite by itself, PostgreSQL is migrated first
     proc = subprocess.Popen(cli("run", "--yes", GOAL), env=env(tmp_path, db_url, 300),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     engine = create_engine(db_url)

@@ -19,7 +19,7 @@ from swarm.services.objectives import Swarm
 from swarm.store.db import Database
 from swarm.store.models import OutboxEvent, ThreadRef
 from swarm.store.outbox import emit
-from tests.conftest import _pg_schema_url
+from tests.conftest import _pg_schema_url, migrated
 from tests.fakes.local_server import wait_until
 
 THREAD = ThreadRef("slack", "T1", "C0GENERAL", "1.1")
@@ -54,7 +54,7 @@ def refusing(text: str, error: Exception) -> Refusal:
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
-    database = Database.connect(db_url)
+    database = migrated(db_url)
     yield database
     database.close()
 
@@ -212,7 +212,9 @@ db.close()
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    yield from _pg_schema_url()
+    for url in _pg_schema_url():
+        migrated(url).close()
+        yield url
 
 
 async def write_from_another_process(url: str, text: str) -> None:

@@ -10,7 +10,7 @@ from schedules import drift_set
 from swarm.config import Settings
 from swarm.llm.budget import Budget
 from swarm.llm.client import LLM
-from swarm.store.db import Database
+from tests.conftest import migrated
 
 CASES = Path(__file__).parent / "data" / "drift_cases.yaml"
 SUBTLE = {"wrong_market", "wrong_audience", "scope_creep", "broken_constraint", "easier_goal"}
@@ -29,7 +29,7 @@ async def test_the_pre_filter_catches_every_blatant_tangent_with_few_false_alarm
     settings = Settings(data_dir=tmp_path, memory_enabled=False, offline_latency_ms=0)
     cases = drift_set.load(CASES)
     flags = await drift_set.prefilter_flags(cases, embedder, settings.grounding_min_similarity)
-    db = Database.connect(f"sqlite:///{tmp_path / 'judge.db'}")
+    db = migrated(f"sqlite:///{tmp_path / 'judge.db'}")
     llm = LLM(settings, Budget(settings, db))
     try:
         await drift_set.add_judge(flags, llm)  # the offline model as judge

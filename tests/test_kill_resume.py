@@ -19,7 +19,7 @@ from swarm.config import Settings
 from swarm.store.audit import verify_chain
 from swarm.store.models import Approval, AuditEntry, LLMCall, Objective, OutboxEvent, Step, StepRun
 from swarm.store.spend import objective_spend
-from tests.conftest import _pg_schema_url
+from tests.conftest import _pg_schema_url, migrated
 from tests.processes import Moment, cli, env, kill_when
 
 GOAL = "Launch a localized campaign for our SaaS in Japan"
@@ -221,6 +221,7 @@ def pg_url() -> Iterator[str]:
 def test_killed_while_planning_drafting_waiting_and_finished_ends_as_uninterrupted(
         tmp_path: Path, db_url: str, uninterrupted: Outcome,
         request: pytest.FixtureRequest) -> None:
+    migrated(db_url).close()  # `run` migrates SQLite by itself, PostgreSQL is migrated first
     engine = create_engine(db_url)
     request.addfinalizer(engine.dispose)
     kept: dict[int, str | None] = {}  # accepted runs seen after each kill: none may change
@@ -248,6 +249,7 @@ def test_killed_while_planning_drafting_waiting_and_finished_ends_as_uninterrupt
 def test_two_resumes_at_once_after_a_kill_finish_it_once_and_both_exit(
         tmp_path: Path, pg_url: str, uninterrupted: Outcome,
         request: pytest.FixtureRequest) -> None:
+    migrated(pg_url).close()
     engine = create_engine(pg_url)
     request.addfinalizer(engine.dispose)
     # killed while the draft runs: both resumes start recovering within milliseconds and find

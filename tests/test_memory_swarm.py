@@ -11,9 +11,8 @@ from swarm.agents.planner import PlanSpec
 from swarm.agents.tools import ToolContext
 from swarm.llm.client import CallContext
 from swarm.services.objectives import Swarm
-from swarm.store.db import Database
 from swarm.store.models import ThreadRef
-from tests.conftest import make_settings
+from tests.conftest import make_settings, migrated
 from tests.scenarios import approve_all
 
 TEAM_A = ThreadRef("console", "team-a", "general", "t-1")
@@ -28,7 +27,7 @@ def embedder() -> Iterator[Embedder]:
 @pytest.fixture
 async def swarm_with_memory(tmp_path: Path, sqlite_url: str,
                             embedder: Embedder) -> AsyncIterator[tuple[Swarm, list[list[str]]]]:
-    db = Database.connect(sqlite_url)
+    db = migrated(sqlite_url)
     memory = TeamMemory(db.engine, tmp_path / "memory", embedder)
     memory.load()
     swarm = Swarm(make_settings(tmp_path, sqlite_url, memory_enabled=True), db, memory=memory)

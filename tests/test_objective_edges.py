@@ -12,9 +12,8 @@ from sqlalchemy import select
 from swarm.agents.planner import PlanSpec, StepSpec
 from swarm.llm.client import CallContext
 from swarm.services.objectives import Swarm
-from swarm.store.db import Database
 from swarm.store.models import Intervention, Objective, Question, Step
-from tests.conftest import PG_URL, make_settings
+from tests.conftest import PG_URL, make_settings, migrated
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scenarios import THREAD, approve_all, outbox_kinds, run_goal
 from tests.test_spend import over_fake
@@ -98,7 +97,7 @@ def pg_app_url(db_url: str) -> str:
 
 
 async def test_a_dropped_postgresql_connection_fails_no_step(tmp_path, pg_app_url: str) -> None:  # type: ignore[no-untyped-def]
-    db = Database.connect(pg_app_url)
+    db = migrated(pg_app_url)
     swarm = Swarm(make_settings(tmp_path, pg_app_url), db)
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     try:
@@ -119,7 +118,7 @@ async def test_a_dropped_postgresql_connection_fails_no_step(tmp_path, pg_app_ur
 
 
 def test_the_open_question_lookup_uses_the_thread_index(sqlite_url: str) -> None:
-    db = Database.connect(sqlite_url)
+    db = migrated(sqlite_url)
     query = (select(Question.id).join(Objective, Objective.id == Question.objective_id)
              .where(Objective.platform == "slack", Objective.team_id == "T",
                     Objective.channel_id == "C", Objective.thread_id == "1",

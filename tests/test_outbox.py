@@ -14,6 +14,7 @@ from swarm.events import Event, Notice
 from swarm.store.db import Database
 from swarm.store.models import OutboxEvent, ThreadRef, utcnow
 from swarm.store.outbox import claim, due_threads, emit, mark_delivered
+from tests.conftest import migrated
 
 ARCHIVED = ThreadRef("slack", "T1", "C0ARCHIVED", "1.1")
 LIVE = ThreadRef("slack", "T1", "C0LIVE", "2.2")
@@ -38,7 +39,7 @@ class Recorder:
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
-    database = Database.connect(db_url)
+    database = migrated(db_url)
     yield database
     database.close()
 
@@ -68,7 +69,7 @@ async def test_a_thread_that_cannot_be_delivered_holds_back_no_other_thread(
 
 async def test_two_processes_dispatchers_deliver_every_row_once_and_in_order_per_thread(
         db_url: str) -> None:
-    first, second = Database.connect(db_url), Database.connect(db_url)
+    first, second = migrated(db_url), Database.connect(db_url)
     threads = [ThreadRef("slack", "T1", f"C{n}", "1.1") for n in range(6)]
     try:
         for thread in threads:
@@ -94,7 +95,7 @@ async def test_two_processes_dispatchers_deliver_every_row_once_and_in_order_per
 
 
 async def test_a_delivery_that_outlasts_its_lease_keeps_its_thread(db_url: str) -> None:
-    first, second = Database.connect(db_url), Database.connect(db_url)
+    first, second = migrated(db_url), Database.connect(db_url)
     try:
         notices(first, LIVE, ["slow to post"])
         shown: list[tuple[str, str]] = []
@@ -128,7 +129,7 @@ def _insert_with_id(db: Database, row_id: int, thread: ThreadRef, text: str) -> 
 
 def test_a_row_that_commits_late_waits_for_the_dispatcher_holding_its_thread(
         db_url: str) -> None:
-    first, second = Database.connect(db_url), Database.connect(db_url)
+    first, second = migrated(db_url), Database.connect(db_url)
     try:
         for row_id in (10, 11):
             _insert_with_id(first, row_id, LIVE, f"row {row_id}")
@@ -166,7 +167,7 @@ def test_on_postgresql_a_claim_in_flight_keeps_a_late_row_from_a_second_claimer(
     dispatcher's claim is still uncommitted, a second must not deliver a late, older row."""
     if db_url.startswith("sqlite"):
         pytest.skip("SQLite serialises writers: a claim in flight blocks every other write")
-    first, second = Database.connect(db_url), Database.connect(db_url)
+    first, second = migrated(db_url), Database.connect(db_url)
     try:
         for row_id in (10, 11):
             _insert_with_id(first, row_id, LIVE, f"row {row_id}")

@@ -18,7 +18,7 @@ from swarm.store import audit as audit_module
 from swarm.store.audit import audit, verify_chain
 from swarm.store.db import Database
 from swarm.store.models import LLMCall, OutboxEvent, Step, StepRun, ThreadRef, utcnow
-from tests.conftest import make_settings
+from tests.conftest import make_settings, migrated
 from tests.scenarios import approve_all, runs_by_key
 
 GOAL = "Launch a localized campaign for our SaaS in Japan"
@@ -36,8 +36,7 @@ class Processes:
         self.reviewing: dict[int, set[int]] = {}
 
     def start(self, **overrides: Any) -> Swarm:
-        sw = Swarm(make_settings(self.tmp_path, self.url, **overrides),
-                   Database.connect(self.url))
+        sw = Swarm(make_settings(self.tmp_path, self.url, **overrides), migrated(self.url))
         self.swarms.append(sw)
         return sw
 
@@ -278,7 +277,7 @@ async def test_approve_and_reject_from_two_processes_record_one_decision(
 
 @pytest.fixture
 def two_dbs(db_url: str) -> Iterator[tuple[Database, Database]]:
-    one, two = Database.connect(db_url), Database.connect(db_url)
+    one, two = migrated(db_url), Database.connect(db_url)
     yield one, two
     one.close()
     two.close()

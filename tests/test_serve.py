@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from bot import cli
+from tests.conftest import migrated
 from tests.processes import cli as command
 
 
@@ -35,6 +36,13 @@ def test_serve_with_no_chat_platform_configured_says_what_to_set(
     monkeypatch.chdir(tmp_path)  # no .env of the developer's
     with pytest.raises(SystemExit) as exited:
         cli.main(["serve"])
+    assert exited.value.code == 2  # first: the database has no tables, `migrate` makes them
+    assert "has no tables yet: run `threadswarm migrate`" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["migrate"])
+    assert exited.value.code == 0 and "tables created" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve"])
     assert exited.value.code == 2
     assert "No chat platform is configured: set SLACK_BOT_TOKEN" in capsys.readouterr().err
 
@@ -45,6 +53,7 @@ def test_serve_answers_healthz_for_its_edges_and_stops_on_sigterm(tmp_path: Path
     env.update(THREADSWARM_DATA_DIR=str(tmp_path), THREADSWARM_MEMORY_ENABLED="false",
                PORT=str(port), SLACK_BOT_TOKEN="xoxb-1-serve-test-token",
                SLACK_SIGNING_SECRET="0" * 32, SLACK_API_URL="http://127.0.0.1:9/api/")
+    migrated(f"sqlite:///{tmp_path / 'threadswarm.db'}").close()  # `threadswarm migrate`
     proc = subprocess.Popen(command("serve", "--host", "127.0.0.1"), env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -75,6 +84,7 @@ async def test_serve_connects_discord_from_its_token_alone_or_beside_slack(
     if with_slack:
         env.update(SLACK_BOT_TOKEN="xoxb-1-serve-test-token", SLACK_SIGNING_SECRET="0" * 32,
                    SLACK_API_URL="http://127.0.0.1:9/api/")
+    migrated(f"sqlite:///{tmp_path / 'threadswarm.db'}").close()  # `threadswarm migrate`
     proc = subprocess.Popen(command("serve", "--host", "127.0.0.1"), env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -71,7 +71,7 @@ async def test_a_picture_asked_for_while_no_bot_runs_is_posted_by_the_next_proce
     await first.close()
 
     # `/swarm status --picture` answered by a process that delivers nothing (a `resume`, say)
-    other = Runtime(make_settings(tmp_path, sqlite_url))
+    other = Runtime(make_settings(tmp_path, sqlite_url), migrate=True)
     asked = await other.swarm.request_picture(oid, "U0ALICE")
     await other.close()
     assert asked.ok and "on its way" in asked.message

@@ -77,7 +77,7 @@ def test_a_decision_shows_who_and_when() -> None:
 async def adapter(tmp_path: Any, sqlite_url: str) -> AsyncIterator[tuple[SlackAdapter,
                                                                          FakeSlackAPI]]:
     api = await FakeSlackAPI().start()
-    runtime = Runtime(make_settings(tmp_path, sqlite_url))
+    runtime = Runtime(make_settings(tmp_path, sqlite_url), migrate=True)
     edge = SlackEdge(runtime, SlackSettings(bot_token=SecretStr("xoxb-1-render-test-token"),
                                             api_url=api.base_url))
     yield edge.adapter, api

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from swarm.store.models import MessageRef, Objective, OutboxEvent
-from tests.conftest import _pg_schema_url
+from tests.conftest import _pg_schema_url, migrated
 from tests.fakes.slack_api import Call, FakeSlackAPI
 from tests.fakes.slack_bot import BOT_TOKEN, SECRET
 from tests.fakes.slack_events import SlackEvents
@@ -35,7 +35,10 @@ PROGRESS_INTERVAL_S = 1.0  # the Slack edge's default edit interval
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    yield from _pg_schema_url()
+    """A migrated database, as `threadswarm migrate` leaves it before the replicas start."""
+    for url in _pg_schema_url():
+        migrated(url).close()
+        yield url
 
 
 def _free_port() -> int:

@@ -14,15 +14,13 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-
-from swarm.store.models import Base
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,9 +76,8 @@ class Database:
 
     @classmethod
     def connect(cls, url: str) -> Database:
-        db = cls(make_engine(url))
-        Base.metadata.create_all(db.engine)
-        return db
+        """The engine only: the tables are made by migrations (swarm.store.migrate)."""
+        return cls(make_engine(url))
 
     @property
     def sqlite(self) -> bool:
@@ -122,6 +119,10 @@ class Database:
         if wake:
             for callback in self._after_commit:
                 callback()
+
+    def migrating(self) -> AbstractContextManager[Connection]:
+        """A write transaction for DDL (on SQLite `BEGIN IMMEDIATE`: migrators take turns)."""
+        return self._writer.begin()
 
     def _drop(self, conn: Connection) -> None:
         self._hot.conn = None

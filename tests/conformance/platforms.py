@@ -378,7 +378,7 @@ class ConsolePlatform:
             return answer
 
         self._runtime = Runtime(make_settings(self.tmp_path, self.db_url,
-                                              offline_latency_ms=10.0))
+                                              offline_latency_ms=10.0), migrate=True)
         console = Console(file=self.out, width=200, force_terminal=False)
         self.adapter = ConsoleAdapter(self._runtime.swarm, console, user=self.alice,
                                       prompt=prompt)

@@ -33,7 +33,8 @@ async def start_discord_bot(tmp_path: Any, url: str, fake: FakeDiscord, *,
     """What `threadswarm serve` does with DISCORD_TOKEN set, against the fake Discord: the
     REST base comes from DISCORD_API_URL, the gateway from the fake's GET /gateway/bot (or
     `gateway_url`, as DISCORD_GATEWAY_URL)."""
-    runtime = Runtime(make_settings(tmp_path, url, offline_latency_ms=10.0, **overrides))
+    runtime = Runtime(make_settings(tmp_path, url, offline_latency_ms=10.0, **overrides),
+                      migrate=True)
     settings = DiscordSettings(token=TOKEN, api_url=fake.api_url, gateway_url=gateway_url)
     edge = DiscordEdge(runtime, settings, progress_interval_s=progress_interval_s)
     runtime.add_adapter(edge.adapter)

@@ -39,7 +39,7 @@ async def start_bot(tmp_path: Any, url: str, api: FakeSlackAPI, *,
     """What `threadswarm serve` does, on a free port of 127.0.0.1, against the fake Slack.
     `slack` overrides SlackSettings fields (None removes one), `swarm_settings` Settings'."""
     runtime = Runtime(make_settings(tmp_path, url, offline_latency_ms=10.0,
-                                    **(swarm_settings or {})))
+                                    **(swarm_settings or {})), migrate=True)
     values: dict[str, Any] = {"bot_token": BOT_TOKEN, "signing_secret": SECRET,
                               "api_url": api.base_url, **slack}
     settings = SlackSettings(**{k: v for k, v in values.items() if v is not None})
