@@ -10,6 +10,7 @@ from sqlalchemy import Engine, and_, create_engine, select
 from sqlalchemy.orm import Session
 
 from swarm.store.models import Objective, Step, StepRun
+from tests.conftest import migrated
 from tests.processes import kill_when
 from tests.test_kill_resume import (
     EXIT_S,
@@ -80,6 +81,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory
 def test_killed_inside_the_team_and_while_summing_it_up_ends_as_uninterrupted(
         tmp_path: Path, db_url: str, uninterrupted: tuple[list[tuple[int, int, str]], list[End]],
         request: pytest.FixtureRequest) -> None:
+    migrated(db_url).close()  # `run` migrates SQLite by itself, PostgreSQL is migrated first
     engine = create_engine(db_url)
     request.addfinalizer(engine.dispose)
     kept: dict[int, str | None] = {}
