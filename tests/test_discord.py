@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
+from bot import picture
 from swarm.store.models import OutboxEvent, ThreadRef
 from tests.fakes.discord_bot import DiscordBot, start_discord_bot
 from tests.fakes.discord_server import (
@@ -25,6 +26,7 @@ from tests.fakes.discord_server import (
     Call,
     FakeDiscord,
 )
+from tests.pictures import states_drawn
 
 
 @pytest.fixture
@@ -279,3 +281,65 @@ async def test_the_plans_picture_is_attached_after_the_plan_with_its_alt_text(
     assert pictures[0].at >= plan.at, "after the plan's text"
     described = pictures[0].body["attachments"][0]["description"]
     assert "launch our SaaS in Japan" in described
+
+
+def pictures_in(fake: FakeDiscord, thread_id: str) -> list[Call]:
+    """The pictures Discord accepted into the thread."""
+    return [c for c in fake.to("POST /channels/{c}/messages")
+            if c.files and c.path == f"/channels/{thread_id}/messages"]
+
+
+async def test_a_picture_owed_when_the_bot_stops_is_attached_once_by_the_next_process(
+        tmp_path: Any, sqlite_url: str, fake: FakeDiscord) -> None:
+    fake.uploads_refused = (503, 0)  # Discord has a hiccup: the plan's text goes, not its picture
+    first = await start_discord_bot(tmp_path, sqlite_url, fake)
+    try:
+        plan, event = await mention(fake, "launch our SaaS in Japan")
+        thread_id, oid = event["id"], objective_id(first)
+        await fake.wait_for(lambda: [r for r in outbox(first) if r.kind == "PlanProposed"
+                                     and r.attempts and r.delivered_at is None],
+                            what="the plan's delivery failing on its picture")
+    finally:
+        await first.close()  # the process stops with the picture still owed
+    [owed] = [r for r in outbox(first) if r.kind == "PlanProposed"]
+    assert owed.delivered_at is None and owed.dead_at is None and "503" in str(owed.last_error)
+    assert [c for c in fake.calls if c.files and c.status == 503], "it was tried"
+    assert not pictures_in(fake, thread_id)
+    fake.uploads_refused = None
+
+    second = await start_discord_bot(tmp_path, sqlite_url, fake)  # same database, same Discord
+    try:
+        [proposed] = await fake.wait_for(lambda: pictures_in(fake, thread_id),
+                                         what="the owed picture")
+        assert len(with_buttons(fake, "Plan v1")) == 1, "the plan's text is not posted again"
+        assert proposed.at > plan.at
+        (name, png), = proposed.files
+        assert name == f"objective-{oid}-plan.png"
+        described = proposed.body["attachments"][0]["description"]
+        assert described.startswith(f"Objective #{oid} · plan v1 proposed: launch our SaaS")
+        view = second.runtime.swarm.view(oid)
+        assert view is not None
+        for st in view.steps:  # alt text, and each box in the colour of its state
+            assert f"{st.key} ({st.role}) {st.title}: pending" in described
+        assert set(states_drawn(png, picture.from_view(view)).values()) \
+            == {picture.fill_of("pending")}
+
+        await click(fake, plan)  # the first process's buttons still work
+        await approve_step_and_finish(fake, oid)
+        await fake.wait_for(lambda: pictures_in(fake, thread_id)[1:], what="the end's picture")
+        token = await fake.command(f"status {oid} --picture")  # asked in #general
+        told = await fake.wait_for(lambda: fake.answers(token), what="the command's answer")
+        assert "on its way to its thread" in json.dumps(told[-1].body)
+        await fake.wait_for(lambda: pictures_in(fake, thread_id)[2:], what="the one asked for")
+        await fake.wait_for(lambda: all(r.delivered_at for r in outbox(second)),
+                            what="all delivered")
+        ended = second.runtime.swarm.view(oid)
+        assert ended is not None and ended.state == "finished"
+        for asked in pictures_in(fake, thread_id)[1:]:
+            drawn = states_drawn(asked.files[0][1], picture.from_view(ended))
+            assert drawn == {st.key: picture.fill_of("finished") for st in ended.steps}
+    finally:
+        await second.close()
+    assert len(pictures_in(fake, thread_id)) == 3, "each picture once, all in the thread"
+    assert not [c for c in fake.to("POST /channels/{c}/messages") if c.files
+                and c.path != f"/channels/{thread_id}/messages"], "none outside the thread"

@@ -1,27 +1,15 @@
 """Slack: the plan's picture is uploaded into the objective's thread, also after a restart."""
 from __future__ import annotations
 
-import io
-from collections import Counter
 from typing import Any
-
-from PIL import Image
 
 from bot import picture
 from bot.runtime import Runtime
 from tests.conftest import make_settings
 from tests.fakes.slack_api import Call, FakeSlackAPI
 from tests.fakes.slack_bot import Bot, start_bot
+from tests.pictures import states_drawn
 from tests.test_slack import CHANNEL, approve_step_and_finish, click, mention, objective_id
-
-
-def states_drawn(png: bytes, snapshot: picture.PlanSnapshot) -> dict[str, tuple[int, ...]]:
-    """The colour that fills each step's box in the uploaded picture (laid out as it was)."""
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    boxes = picture.layout(snapshot, top=picture.HEADING_H).boxes
-    return {key: Counter(image.crop((b.x0 + 3, b.y0 + 3, b.x1 - 3, b.y1 - 3))
-                         .get_flattened_data()).most_common(1)[0][0]
-            for key, b in boxes.items()}
 
 
 def in_thread(api: FakeSlackAPI, thread_ts: str) -> list[tuple[Call, Call, bytes]]:

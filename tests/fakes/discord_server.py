@@ -64,7 +64,8 @@ class Call:
 class FakeDiscord(LocalServer):
     """`rate_limit(route, times, retry_after)` answers 429 as Discord does; `refuse(route,
     status, code)` answers an error. A route is "METHOD /path-pattern", e.g.
-    "PATCH /channels/{channel_id}/messages/{message_id}"."""
+    "PATCH /channels/{channel_id}/messages/{message_id}". `uploads_refused = (status, code)`
+    answers that error to every call that attaches a file (None: accepted again)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -77,6 +78,7 @@ class FakeDiscord(LocalServer):
         self._ids = itertools.count(140_000_000_000_000_001)
         self._limited: dict[str, tuple[int, float]] = {}
         self._refused: dict[str, tuple[int, int]] = {}
+        self.uploads_refused: tuple[int, int] | None = None
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
         self._sent: list[dict[str, Any]] = []  # dispatches, for RESUME
@@ -291,7 +293,7 @@ class FakeDiscord(LocalServer):
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["path"]
         body, files = await _read_body(request)
-        call = Call(request.method, path, body, time.monotonic())
+        call = Call(request.method, path, body, time.monotonic(), files=files)
         self.calls.append(call)
         route = next((r for r in self._limited if _matches(r, request.method, path)), None)
         if route is not None and self._limited[route][0] > 0:
@@ -305,10 +307,11 @@ class FakeDiscord(LocalServer):
                 "Retry-After": str(int(retry_after))})
         refused = next((v for r, v in self._refused.items()
                         if _matches(r, request.method, path)), None)
+        if files and self.uploads_refused is not None:
+            refused = self.uploads_refused
         if refused is not None:
             call.status = refused[0]
             return _json({"message": "refused", "code": refused[1]}, status=refused[0])
-        call.files = files
         status, answer = self._answer(request.method, path, body, files)
         call.status, call.answer = status, answer
         if answer is None:
