@@ -4,6 +4,8 @@ igraph's Sugiyama layout places the steps (layers, crossing reduction, routes fo
 skip layers); Pillow draws them. Both install as wheels, with no system binary (graphviz, cairo)
 and no system font: Pillow >= 10.1 ships a scalable default font. Rendering is presentation:
 it reads a neutral snapshot of the plan and knows nothing of the database or of a platform.
+A step done by a team of its own (a child objective) is a taller box with the team's steps inside,
+as small boxes in their layers, each coloured by its state.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from swarm.events import Event, ObjectiveFinished, PictureRequested, PlanProposed
 from swarm.redact import redact
-from swarm.store.views import ObjectiveView
+from swarm.store.views import ObjectiveView, StepView
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ MAX_WIDTH, MAX_HEIGHT = 3200, 8000  # a plan that would need more is refused, no
 MAX_VERTICES = 2000  # steps and the bends of the arrows that skip rows
 RENDER_TIMEOUT_S = 10.0
 ALT_CHARS = 1000  # Slack's limit for a file's alt text
+# a team's steps inside its step's box: small boxes in rows by layer, a wide layer wrapping
+CHIPS_PER_ROW, MAX_CHIP_ROWS, CHIP_H, CHIP_GAP = 4, 5, 18, 4
+TEAM_TOP, TEAM_BOTTOM = 42, 24  # a team's box: key and role, one line of title; its status
 
 # state -> (legend label, fill); the label also shows in each box, so colour is never the only cue
 WAITING = "waiting for a human"
@@ -68,6 +73,21 @@ class PictureStep:
     elapsed_s: float | None = None
     cost: str | None = None  # as the status commands show it, e.g. "$0.0012"
     needs_approval: bool = False  # shown on a proposed plan: the step will ask again
+    team: bool = False  # done by a team of its own
+    inside: TeamPicture | None = None  # that team, once it has a plan: drawn inside the box
+
+
+@dataclass(frozen=True)
+class TeamPicture:
+    """A step's team (a child objective): its own steps, drawn inside the step's box."""
+
+    objective_id: int
+    state: str
+    steps: tuple[PictureStep, ...]
+
+    @property
+    def done(self) -> int:
+        return sum(st.state == "finished" for st in self.steps)
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,9 @@ class Layout:
     boxes: dict[str, Box]
     edges: list[list[tuple[int, int]]]  # polylines, source to target
     not_drawn: list[PictureStep] = field(default_factory=list)
+    # a team step's key -> its team's steps drawn inside its box (those beyond MAX_CHIP_ROWS
+    # are counted in the box, not drawn)
+    chips: dict[str, list[Box]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,18 +139,26 @@ class PictureError(ValueError):
 def from_plan(event: PlanProposed, goal: str = "") -> PlanSnapshot:
     """The proposed plan: every step still pending."""
     steps = tuple(PictureStep(st.key, redact(st.title), st.role, "pending", tuple(st.depends_on),
-                              needs_approval=st.needs_approval) for st in event.steps)
+                              needs_approval=st.needs_approval, team=st.team)
+                  for st in event.steps)
     return PlanSnapshot(event.objective_id, f"Objective #{event.objective_id} · plan "
                                             f"v{event.version} proposed",
                         redact(goal or event.rationale), steps)
 
 
-def from_view(view: ObjectiveView) -> PlanSnapshot:
-    """The plan as it stands: each step's state, and its time and cost once it has them."""
+def _step(st: StepView, team: ObjectiveView | None = None) -> PictureStep:
     # a picture is a message too: what it shows is redacted like every text
-    steps = tuple(PictureStep(st.key, redact(st.title), st.role, st.state, tuple(st.depends_on),
-                              st.elapsed_s, st.spend.show_cost() if st.spend.calls else None)
-                  for st in view.steps)
+    inside = TeamPicture(team.id, team.state, tuple(_step(t) for t in team.steps)) \
+        if team is not None and team.steps else None
+    return PictureStep(st.key, redact(st.title), st.role, st.state, tuple(st.depends_on),
+                       st.elapsed_s, st.spend.show_cost() if st.spend.calls else None,
+                       team=st.team, inside=inside)
+
+
+def from_view(view: ObjectiveView) -> PlanSnapshot:
+    """The plan as it stands: each step's state, and its time and cost once it has them; a
+    team's steps inside its step (a team's own teams show as its steps' states)."""
+    steps = tuple(_step(st, view.teams.get(st.id) if st.team else None) for st in view.steps)
     heading = f"Objective #{view.id} · {view.state} · {view.elapsed_s:.0f}s · " \
               f"{view.spend.show_cost()}"
     return PlanSnapshot(view.id, heading, redact(view.goal), steps)
@@ -178,8 +209,8 @@ def _layers(steps: Sequence[PictureStep]) -> list[int]:
     return [layer[i] for i in range(len(steps))]
 
 
-def _rows(layers: list[int]) -> list[int]:
-    """Row of each step: a layer wider than PER_ROW wraps onto consecutive rows."""
+def _rows(layers: list[int], per_row: int = PER_ROW) -> list[int]:
+    """Row of each step: a layer wider than `per_row` wraps onto consecutive rows."""
     by_layer: dict[int, list[int]] = {}
     for i, lay in enumerate(layers):
         by_layer.setdefault(lay, []).append(i)
@@ -187,8 +218,8 @@ def _rows(layers: list[int]) -> list[int]:
     for lay in sorted(by_layer):
         members = by_layer[lay]
         for n, i in enumerate(members):
-            rows[i] = next_row + n // PER_ROW
-        next_row += math.ceil(len(members) / PER_ROW)
+            rows[i] = next_row + n // per_row
+        next_row += math.ceil(len(members) / per_row)
     return rows
 
 
@@ -246,6 +277,35 @@ def _sugiyama(rows: list[int], pairs: list[tuple[int, int]]
     return coords[:len(rows)], [[coords[v] for v in chain[1:-1]] for chain in chains]
 
 
+def _chip_rows(team: TeamPicture | None) -> list[int]:
+    """Row of each of a team's steps inside its box (a step below those it waits for)."""
+    return _rows(_layers(team.steps), CHIPS_PER_ROW) if team is not None else []
+
+
+def _box_h(st: PictureStep) -> int:
+    rows = _chip_rows(st.inside)
+    if not rows:
+        return BOX_H
+    shown = min(max(rows) + 1, MAX_CHIP_ROWS)
+    return max(BOX_H, TEAM_TOP + shown * (CHIP_H + CHIP_GAP) + TEAM_BOTTOM)
+
+
+def _chips(box: Box, team: TeamPicture) -> list[Box]:
+    """The team's steps as small boxes inside the team step's box, in rows by layer."""
+    rows, chips = _chip_rows(team), []
+    inner = box.x1 - box.x0 - 16
+    chip_w = (inner - (CHIPS_PER_ROW - 1) * CHIP_GAP) // CHIPS_PER_ROW
+    column: Counter[int] = Counter()
+    for st, row in zip(team.steps, rows, strict=True):
+        if row >= MAX_CHIP_ROWS:
+            continue
+        x0 = box.x0 + 8 + column[row] * (chip_w + CHIP_GAP)
+        y0 = box.y0 + TEAM_TOP + row * (CHIP_H + CHIP_GAP)
+        column[row] += 1
+        chips.append(Box(st.key, st.state, x0, y0, x0 + chip_w, y0 + CHIP_H))
+    return chips
+
+
 def layout(snapshot: PlanSnapshot, *, top: int = 0) -> Layout:
     """Where each box and arrow goes, in pixels, for a picture whose heading takes `top`."""
     steps, not_drawn = list(snapshot.steps[:MAX_STEPS]), list(snapshot.steps[MAX_STEPS:])
@@ -258,26 +318,33 @@ def layout(snapshot: PlanSnapshot, *, top: int = 0) -> Layout:
     col_w = max(MIN_BOX_W + GAP_X, min(BOX_W + GAP_X, (CHAT_WIDTH - 2 * MARGIN) / columns))
     box_w = int(col_w - GAP_X)
     width = int(2 * MARGIN + columns * col_w)
-    height = top + (max(rows, default=0) + 1) * (BOX_H + GAP_Y) - GAP_Y + MARGIN
+    # a row is as tall as its tallest box: a team's, with the team's steps inside
+    row_h = [BOX_H] * (max(rows, default=0) + 1)
+    for st, row in zip(steps, rows, strict=True):
+        row_h[row] = max(row_h[row], _box_h(st))
+    row_top = list(itertools.accumulate([top] + [h + GAP_Y for h in row_h]))
+    height = row_top[-1] - GAP_Y + MARGIN
     if width > MAX_WIDTH or height > MAX_HEIGHT:
         raise PictureError(f"the picture would be {width}x{height} pixels")
 
     def centre(x: float, y: float) -> tuple[int, int]:
-        return (int(MARGIN + (x - left + 0.5) * col_w),
-                int(top + y * (BOX_H + GAP_Y) + BOX_H / 2))
+        row = int(round(y))
+        return int(MARGIN + (x - left + 0.5) * col_w), row_top[row] + row_h[row] // 2
 
-    boxes = {}
+    boxes, chips = {}, {}
     for i, st in enumerate(steps):
-        cx, cy = centre(*coords[i])
-        boxes[st.key] = Box(st.key, st.state, cx - box_w // 2, cy - BOX_H // 2,
-                            cx + box_w // 2, cy + BOX_H // 2)
+        (cx, cy), half = centre(*coords[i]), _box_h(st) // 2
+        boxes[st.key] = Box(st.key, st.state, cx - box_w // 2, cy - half,
+                            cx + box_w // 2, cy - half + _box_h(st))
+        if st.inside is not None and st.inside.steps:
+            chips[st.key] = _chips(boxes[st.key], st.inside)
     edges = []
     for (src, dst), route in zip(pairs, routes, strict=True):
         a, b = boxes[steps[src].key], boxes[steps[dst].key]
         middle = [centre(p[0], p[1]) for p in route]
         # the arrowhead's tip just touches the box, whose frame is drawn over the line's end
         edges.append([((a.x0 + a.x1) // 2, a.y1), *middle, ((b.x0 + b.x1) // 2, b.y0 - 1)])
-    return Layout(width, height, top, boxes, edges, not_drawn)
+    return Layout(width, height, top, boxes, edges, not_drawn, chips)
 
 
 # -- drawing -----------------------------------------------------------------------------------
@@ -330,19 +397,36 @@ def _arrow(draw: ImageDraw.ImageDraw, points: list[tuple[int, int]]) -> None:
     draw.polygon(head, fill=EDGE)
 
 
-def _box(draw: ImageDraw.ImageDraw, box: Box, st: PictureStep) -> None:
+def _facts(st: PictureStep) -> list[str]:
+    """What a box says under its title, after the state: its team's count, time, cost, approval
+    (the team's number is in the box's top line)."""
+    team = st.inside
+    facts = [f"{team.done}/{len(team.steps)} done"] if team else \
+        ["a team of its own"] if st.team else []
+    facts += [_duration(st.elapsed_s)] if st.elapsed_s is not None else []
+    facts += [st.cost] if st.cost else []
+    facts += ["asks approval"] if st.needs_approval else []
+    return facts
+
+
+def _box(draw: ImageDraw.ImageDraw, box: Box, st: PictureStep, chips: list[Box]) -> None:
     small, body = _font(12), _font(14)
     draw.rounded_rectangle((box.x0, box.y0, box.x1, box.y1), radius=6, fill=fill_of(st.state),
                            outline=FRAME, width=2)
     inner = box.x1 - box.x0 - 20
     x, y = box.x0 + 10, box.y0 + 6
-    draw.text((x, y), _fit(f"{st.key} · {st.role}", small, inner), font=small, fill=FRAME)
-    for n, line in enumerate(_wrap(st.title, body, inner, 2)):
+    top = f"{st.key} · {st.role}" + (f" · team #{st.inside.objective_id}" if st.inside else "")
+    draw.text((x, y), _fit(top, small, inner), font=small, fill=FRAME)
+    for n, line in enumerate(_wrap(st.title, body, inner, 1 if chips else 2)):
         draw.text((x, y + 16 + 17 * n), line, font=body, fill=INK)
-    extra = [_duration(st.elapsed_s)] if st.elapsed_s is not None else []
-    extra += [st.cost] if st.cost else []
-    extra += ["asks approval"] if st.needs_approval else []
-    status = " · ".join([label_of(st.state), *extra])
+    for chip in chips:  # the team's steps, each in its state's colour
+        draw.rounded_rectangle((chip.x0, chip.y0, chip.x1, chip.y1), radius=3,
+                               fill=fill_of(chip.state), outline=FRAME, width=1)
+        draw.text((chip.x0 + 4, chip.y0 + 3), _fit(chip.key, small, chip.x1 - chip.x0 - 6),
+                  font=small, fill=INK)
+    hidden = len(st.inside.steps) - len(chips) if st.inside is not None else 0
+    more = [f"+{hidden} not shown"] if hidden > 0 else []
+    status = " · ".join([label_of(st.state), *_facts(st), *more])
     draw.text((x, box.y1 - 20), _fit(status, small, inner), font=small, fill=INK)
 
 
@@ -372,12 +456,13 @@ def draw(snapshot: PlanSnapshot) -> Drawing:
     pen.text((MARGIN, 12), _fit(snapshot.heading, title, width - 2 * MARGIN), font=title,
              fill=INK)
     pen.text((MARGIN, 34), _fit(snapshot.goal, body, width - 2 * MARGIN), font=body, fill=FRAME)
-    _legend(pen, [st.state for st in snapshot.steps], 54)
+    _legend(pen, [t.state for st in snapshot.steps
+                  for t in (st, *(st.inside.steps if st.inside else ()))], 54)
     for points in placed.edges:
         _arrow(pen, points)
     steps = {st.key: st for st in snapshot.steps}
     for box in placed.boxes.values():
-        _box(pen, box, steps[box.key])
+        _box(pen, box, steps[box.key], placed.chips.get(box.key, []))
     if placed.not_drawn:
         more = f"+{len(placed.not_drawn)} more steps: " + ", ".join(
             st.key for st in placed.not_drawn)
@@ -396,9 +481,12 @@ def alt_text(snapshot: PlanSnapshot) -> str:
             + ", ".join(f"{n} {label}" for label, n in counts.items()) + ".")
     lines = [head]
     for st in snapshot.steps:
+        facts = "".join(f", {fact}" for fact in _facts(st))
         after = f", after {', '.join(st.depends_on)}" if st.depends_on else ""
-        asks = ", asks approval" if st.needs_approval else ""
-        lines.append(f"{st.key} ({st.role}) {st.title}: {label_of(st.state)}{asks}{after}.")
+        lines.append(f"{st.key} ({st.role}) {st.title}: {label_of(st.state)}{facts}{after}.")
+        if st.inside is not None:
+            lines.append(f"Its team #{st.inside.objective_id}'s steps: " + ", ".join(
+                f"{t.key} {label_of(t.state)}" for t in st.inside.steps) + ".")
     text = " ".join(lines)
     if len(text) <= ALT_CHARS:
         return text

@@ -13,6 +13,7 @@ from PIL import Image
 from bot import picture
 from bot.picture import PictureStep, PlanSnapshot, draw, fill_of, render
 from swarm.events import PlannedStep, PlanProposed
+from swarm.services.objectives import Swarm
 
 
 def snapshot(steps: list[PictureStep]) -> PlanSnapshot:
@@ -125,10 +126,12 @@ def test_a_wide_fan_out_wraps_onto_rows_of_at_most_four() -> None:
     assert drawn.layout.width <= picture.MAX_WIDTH
 
 
-def test_alt_text_lists_every_step_and_its_state() -> None:
+def test_alt_text_lists_every_step_its_state_time_and_cost() -> None:
     text = draw(snapshot(five_steps())).alt_text
-    for phrase in ("research (researcher) Work on research for the launch: finished",
-                   "pricing (researcher) Work on pricing for the launch: failed, after research",
+    for phrase in ("research (researcher) Work on research for the launch: finished, 3.5s, "
+                   "$0.0012.",
+                   "pricing (researcher) Work on pricing for the launch: failed, 3.5s, $0.0012, "
+                   "after research",
                    "report (writer)", "after market, pricing, legal", "5 steps"):
         assert phrase in text
     many = draw(snapshot(forty_steps())).alt_text
@@ -165,3 +168,82 @@ def test_a_proposed_plan_shows_every_step_pending_and_which_will_ask_approval() 
     assert drawn.alt_text.startswith("Objective #3 · plan v1 proposed: Launch in Japan. 2 steps")
     assert "s2 (developer) Ship the rollout: pending, asks approval, after s1." in drawn.alt_text
     assert "s1 (researcher) Research the market: pending." in drawn.alt_text
+
+
+def team_snapshot(team_steps: list[PictureStep]) -> PlanSnapshot:
+    """Five steps whose `legal` step is done by team #9, with `team_steps` as its plan."""
+    steps = five_steps()
+    steps[3] = PictureStep("legal", "Check the law for the launch", "researcher",
+                           "waiting_team", ("research",), 12.0, "$0.0040", team=True,
+                           inside=picture.TeamPicture(9, "running", tuple(team_steps)))
+    return snapshot(steps)
+
+
+def colour_of(image: Image.Image, box: picture.Box) -> tuple[int, ...]:
+    inside = image.crop((box.x0 + 2, box.y0 + 2, box.x1 - 2, box.y1 - 2))
+    return Counter(inside.get_flattened_data()).most_common(1)[0][0]  # type: ignore[no-any-return]
+
+
+def test_a_team_step_is_a_box_with_its_teams_steps_inside_in_their_colours() -> None:
+    team = [step("t1", "finished"), step("t2", "finished", "t1"), step("t3", "running", "t1"),
+            step("t4", "awaiting_approval", "t1"), step("t5", "failed", "t1"),
+            step("t6", "skipped", "t5"), step("t7", "pending", "t2", "t3", "t4")]
+    drawn = draw(team_snapshot(team))
+    image = Image.open(io.BytesIO(drawn.png)).convert("RGB")
+    boxes, chips = drawn.layout.boxes, drawn.layout.chips
+    legal = boxes["legal"]
+    assert set(chips) == {"legal"} and [c.key for c in chips["legal"]] == [t.key for t in team]
+    # the team's box: taller than a plain box, still clear of the others, in its own colour
+    assert legal.y1 - legal.y0 > boxes["market"].y1 - boxes["market"].y0
+    for a, b in combinations(boxes.values(), 2):
+        assert a.x1 < b.x0 or b.x1 < a.x0 or a.y1 < b.y0 or b.y1 < a.y0, (a.key, b.key)
+    first = min(c.y0 for c in chips["legal"])
+    assert colour_of(image, picture.Box("top", "", legal.x0 + 1, legal.y0 + 1, legal.x1 - 1,
+                                        first - 1)) == fill_of("waiting_team")
+    for other in ("research", "market", "pricing", "report"):
+        assert colour_of(image, boxes[other]) == fill_of(boxes[other].state)
+    # inside it, each of the team's steps is a small box in its state's colour, by layer
+    by_key = {c.key: c for c in chips["legal"]}
+    for t in team:
+        chip = by_key[t.key]
+        assert legal.x0 < chip.x0 and chip.x1 < legal.x1 and legal.y0 < chip.y0 < chip.y1 < \
+            legal.y1
+        assert colour_of(image, chip) == fill_of(t.state), (t.key, t.state)
+        for dep in t.depends_on:
+            assert by_key[dep].y1 < chip.y0, "a team's step is drawn below what it waits for"
+    for a, b in combinations(chips["legal"], 2):
+        assert a.x1 < b.x0 or b.x1 < a.x0 or a.y1 < b.y0 or b.y1 < a.y0, (a.key, b.key)
+    assert ("legal (researcher) Check the law for the launch: its team works, 2/7 done, 12.0s, "
+            "$0.0040, after research.") in drawn.alt_text
+    assert "Its team #9's steps: t1 finished, t2 finished, t3 running, t4 waiting for a human, " \
+        "t5 failed, t6 skipped, t7 pending." in drawn.alt_text
+
+
+def test_a_big_team_is_drawn_in_part_inside_a_box_of_bounded_height() -> None:
+    chain = [step(f"t{i}", "pending", *([f"t{i - 1}"] if i else [])) for i in range(30)]
+    drawn = draw(team_snapshot(chain))
+    legal = drawn.layout.boxes["legal"]
+    assert len(drawn.layout.chips["legal"]) == picture.MAX_CHIP_ROWS  # one a row: a chain
+    assert legal.y1 - legal.y0 == picture.TEAM_TOP + picture.MAX_CHIP_ROWS * (
+        picture.CHIP_H + picture.CHIP_GAP) + picture.TEAM_BOTTOM
+    assert "t29 pending." in drawn.alt_text or drawn.alt_text.endswith("…")
+
+
+async def test_the_picture_of_a_plan_with_a_team_shows_the_teams_steps_as_they_stand(
+        swarm: Swarm) -> None:
+    from tests.test_teams import GOAL, approved_and_run, team_of
+
+    view = await approved_and_run(swarm)  # the team waits for its risky step's approval
+    team = team_of(view)
+    drawn = draw(picture.from_view(view))
+    image = Image.open(io.BytesIO(drawn.png)).convert("RGB")
+    chips = {c.key: c for c in drawn.layout.chips["s3"]}
+    assert {k: colour_of(image, c) for k, c in chips.items()} == \
+        {t.key: fill_of(t.state) for t in team.steps}
+    assert {t.state for t in team.steps} == {"finished", "awaiting_approval"}
+    assert colour_of(image, drawn.layout.boxes["s1"]) == fill_of("finished")
+    assert f"Its team #{team.id}'s steps: s1 finished" in drawn.alt_text
+    assert GOAL in drawn.alt_text
+    proposed = picture.from_plan(PlanProposed(view.id, 1, 1, "", [
+        PlannedStep(1, "s1", "Draft", "writer", [], False, team=True)]), GOAL)
+    assert "Draft: pending, a team of its own." in draw(proposed).alt_text
