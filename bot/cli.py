@@ -1,8 +1,9 @@
-"""The `threadswarm` command line: run, status, resume, audit, memory, serve, migrate."""
+"""The `threadswarm` command line: run, status, resume, audit, memory, serve, migrate, worker."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
@@ -11,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bot import commands, memory_commands, serve
+from bot import commands, memory_commands, serve, worker
 from bot.console.adapter import ConsoleAdapter
 from bot.console.render import spend_table, spend_text, status_table
 from bot.runtime import Runtime, configure_logging
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="create or upgrade the database's tables (before `serve` "
                                    "and `worker`, after an upgrade of threadswarm)"
                    ).set_defaults(func=cmd_migrate)
+    worker.register(sub)
     sync = sub.add_parser("discord-sync", help="register the /swarm app command with Discord "
                                                "(globally, or in one guild)")
     sync.add_argument("--guild", type=int, help="a guild's id: registered there at once")
@@ -301,11 +303,12 @@ async def _with_memory(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    func: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]] = args.func
+    func: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int] | int] = args.func
     if getattr(args, "needs_memory", False):
         func = _with_memory
     try:
-        sys.exit(asyncio.run(func(args, Settings())))
+        done = func(args, Settings())  # `worker` blocks in Celery's own loop; the rest are async
+        sys.exit(done if isinstance(done, int) else asyncio.run(done))
     except (SettingsError, migrate.SchemaNotCurrent) as exc:  # say what to set, or to run
         console.print(str(exc), style="red", markup=False)
         sys.exit(2)

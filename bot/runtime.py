@@ -11,6 +11,7 @@ from bot.shutdown import run_bounded
 from schedules.clock import Clock
 from schedules.grounding import Grounder
 from swarm.config import Settings
+from swarm.engine.driver import Executor
 from swarm.redact import RedactingFilter
 from swarm.services.objectives import Swarm
 from swarm.store import migrate as migrations
@@ -40,11 +41,21 @@ def open_memory(settings: Settings, db: Database) -> Any:
     return memory
 
 
+def step_executor(settings: Settings, db: Database) -> Executor | None:
+    """THREADSWARM_EXECUTOR: None runs steps in this process; celery sends them to workers."""
+    if settings.executor != "celery":
+        return None
+    from swarm.engine.queue import CeleryExecutor, celery_app  # Celery loads only when used
+
+    return CeleryExecutor(celery_app(settings.celery_broker_url, settings.celery_queue), db)
+
+
 class Runtime:
-    """One process's swarm with its adapters; `settle()` waits until nothing can move."""
+    """One process's swarm with its adapters; `settle()` waits until nothing can move.
+    `drive=False` is a worker's: it runs the steps it is sent and drives no objective."""
 
     def __init__(self, settings: Settings, *, memory: bool | None = None,
-                 migrate: bool = False) -> None:
+                 migrate: bool = False, drive: bool = True) -> None:
         """`migrate`: upgrade the database's schema first (the console on its SQLite file);
         else a database not at this code's revision stops it (SchemaNotCurrent says why)."""
         self.settings = settings
@@ -56,7 +67,11 @@ class Runtime:
             raise
         use_memory = settings.memory_enabled if memory is None else memory
         self.memory = open_memory(settings, self.db) if use_memory else None
-        self.swarm = Swarm(settings, self.db, memory=self.memory)
+        self.swarm = Swarm(settings, self.db, memory=self.memory,
+                           executor=step_executor(settings, self.db) if drive else None)
+        self.swarm.engine.driving = drive
+        self.swarm.engine.runner.check_claims = not drive
+        self._watch: asyncio.Task[None] | None = None
         # grounding checks run wherever steps run; the clock adds the scheduled ones
         self.grounder = Grounder(self.swarm, self.memory.embedder if self.memory else None)
         self.swarm.engine.checkpoint = self.grounder.checkpoint
@@ -70,6 +85,13 @@ class Runtime:
 
     def start(self) -> None:
         self.dispatcher.start()
+
+    def watch_running(self) -> None:
+        """Drive the running objectives this process did not start driving (several driving
+        processes, or steps on workers: swarm.engine.driver.Driver.watch_running)."""
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(
+                self.swarm.engine.watch_running(self.settings.watch_running_s))
 
     def start_clock(self) -> None:
         """The scheduler (one per database: `serve` runs it unless THREADSWARM_SCHEDULER_ENABLED
@@ -95,6 +117,8 @@ class Runtime:
         """Each step is bounded (and logged when it overruns), so the process always exits."""
         if self.clock is not None:
             self.clock.shutdown()
+        if self._watch is not None:
+            self._watch.cancel()
         await run_bounded(self.swarm.shutdown(), SWARM_SHUTDOWN_S, "swarm.shutdown")
         await self.dispatcher.stop()
         if self.memory is not None:  # cancels the debounced write and flushes the indexes

@@ -13,6 +13,7 @@ from bot.runtime import Runtime
 from swarm.config import Settings
 
 log = logging.getLogger(__name__)
+ROLES = ("all", "web", "clock")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                          "swarm")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (PORT sets the "
                                                          "port)")
+    serve.add_argument("--role", choices=ROLES, default="all",
+                       help="all: everything in one process (the default); web: the chat edges, "
+                            "the outbox dispatcher and the objectives' drivers (any number of "
+                            "replicas); clock: the scheduler alone (exactly one per database)")
     serve.set_defaults(func=cmd_serve)
 
 
@@ -36,15 +41,22 @@ def tune_for_acks() -> None:
     gc.freeze()
 
 
-async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.edges import build_edges  # each platform's SDK loads only for this command
-    from bot.web import WebServer
-
+def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on every platform
             loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.role == "clock":
+        return await _clock(settings)
+    from bot.edges import build_edges  # each platform's SDK loads only for this command
+    from bot.web import WebServer
+
+    stop = _stop_on_signals()
     runtime = Runtime(settings)
     edges, problems = build_edges(runtime)
     if problems:
@@ -59,7 +71,10 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         resumed = await runtime.swarm.recover()
         log.info("serve.recovered objectives=%s", resumed)
         runtime.start()
-        runtime.start_clock()
+        if args.role == "all":
+            runtime.start_clock()
+        if args.role == "web" or settings.executor == "celery":
+            runtime.watch_running()
         tune_for_acks()
         await server.start(args.host, settings.port)
         names = ", ".join(f"{e.platform} ({e.health().get('mode', 'on')})" for e in edges)
@@ -69,4 +84,19 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         await server.close()
+        await runtime.close()
+
+
+async def _clock(settings: Settings) -> int:
+    """`serve --role clock`: APScheduler alone (one per database: APScheduler 3 cannot share a
+    job store). Objectives its jobs start are driven here too, their steps run by the executor."""
+    stop = _stop_on_signals()
+    settings.scheduler_enabled = True
+    runtime = Runtime(settings)
+    try:
+        runtime.start_clock()
+        print("threadswarm clock running the schedules. Ctrl-C stops.", file=sys.stderr)
+        await stop.wait()
+        return 0
+    finally:
         await runtime.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,17 @@ class Settings(BaseSettings):
     # A running step's lease: renewed every third of it; another process takes the step over
     # once it lapses (at once if its owner is a process on this machine that has exited).
     lease_s: float = 30.0
+
+    # Where step runs run: in the driving process ("inprocess"), or as Celery tasks on
+    # `threadswarm worker` processes ("celery") through the broker at CELERY_BROKER_URL.
+    executor: Literal["inprocess", "celery"] = "inprocess"
+    celery_broker_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672//",
+        validation_alias=AliasChoices("CELERY_BROKER_URL", "THREADSWARM_CELERY_BROKER_URL"))
+    celery_queue: str = "threadswarm.steps"
+    # A driving process looks this often for running objectives nobody here drives (a worker's
+    # team, another web replica's objective after it stopped)
+    watch_running_s: float = 5.0
 
     max_concurrent_steps: int = 16
     max_concurrent_steps_per_objective: int = 4

@@ -1,6 +1,7 @@
 """The swarm end to end on the offline model: plans, approvals, DAG runs, critic, humans."""
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from swarm.services.objectives import Swarm
@@ -8,6 +9,12 @@ from swarm.store.models import LLMCall, Objective
 from tests.scenarios import THREAD, approve_all, outbox_kinds, run_goal, runs_by_key
 
 GOAL = "Launch a localized campaign for our SaaS in Japan"
+
+
+@pytest.fixture(params=["inprocess", "celery"])
+def executor(request: pytest.FixtureRequest) -> str:
+    """The engine suite passes with steps run in the process and as Celery tasks on a worker."""
+    return str(request.param)
 
 
 async def test_a_goal_runs_to_the_end_with_plan_and_step_approval(swarm: Swarm) -> None:

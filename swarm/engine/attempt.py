@@ -156,6 +156,9 @@ _CLAIM_MANY = _claim(_steps.c.id.in_(bindparam("sids", expanding=True)))
 _STATE_OF = select(_steps.c.state).where(_steps.c.id == bindparam("sid"))
 _STATES_OF = select(_steps.c.id, _steps.c.state).where(
     _steps.c.id.in_(bindparam("sids", expanding=True)))
+_STILL_HELD = select(_steps.c.id).where(_steps.c.id == bindparam("sid"),
+                                        _steps.c.state == StepState.RUNNING,
+                                        _steps.c.claim_token == bindparam("token"))
 _INSERT_RUNS = _runs.insert().returning(_runs.c.id, _runs.c.step_id,
                                         sort_by_parameter_order=True)
 _INPUTS = select(_steps.c.plan_version, _steps.c.key, _steps.c.title, _steps.c.output).where(
@@ -237,6 +240,9 @@ class StepRunner:
         self._objectives: dict[int, _Objective] = {}
         self._held: dict[int, Claim] = {}  # step id -> this process's claim on it
         self._heartbeat: asyncio.Task[None] | None = None
+        # A worker process sets it: a cancel there is a row, not a task.cancel(), so after each
+        # model call the claim is read again (one indexed SELECT) and a run that lost it stops.
+        self.check_claims = False
         # Steps of a DAG layer start, and finish, in the same turn of the loop: each of the two
         # transitions is written for all of them in one transaction.
         self._claim: Turn[tuple[int, int], Claim | StepState] = Turn(self._claim_all)
@@ -369,7 +375,7 @@ class StepRunner:
             try:
                 result = await run_worker(sw.llm, role, claim.brief, sw.tools, tool_ctx,
                                           claim.ctx, sw.settings.max_tool_rounds)
-                if claim.lost:
+                if self._lost_now(claim):
                     return await self._lost(claim)
                 if result.question is not None:
                     return await self._write(
@@ -382,7 +388,7 @@ class StepRunner:
                                          "step.budget_hold")
             except LLMError as exc:
                 return await self._troubleshoot(claim, str(exc))
-            if claim.lost:
+            if self._lost_now(claim):
                 return await self._lost(claim)
             if verdict.approved:
                 return await self._finish((claim, output, verdict.critique))
@@ -399,6 +405,16 @@ class StepRunner:
             claim.ctx.run_id = claim.run_id
             claim.rejections += 1
             claim.brief.critique = critique
+
+    def _lost_now(self, claim: Claim) -> bool:
+        """Whether the claim is gone: the heartbeat found it taken, or (check_claims) the
+        database says so now (the objective was cancelled or paused by another process)."""
+        if not claim.lost and self.check_claims:
+            with self.swarm.db.read() as s:
+                held = s.execute(_STILL_HELD, {"sid": claim.step_id,
+                                               "token": claim.token}).first()
+            claim.lost = held is None
+        return claim.lost
 
     async def _lost(self, claim: Claim) -> StepState:
         log.info("step.claim_lost objective=%s step=%s", claim.objective_id, claim.step_id)
@@ -555,7 +571,7 @@ class StepRunner:
                                      "step.budget_hold")
         except LLMError as exc:
             return await fail(f"{error}; the troubleshooter could not help: {exc}")
-        if claim.lost:
+        if self._lost_now(claim):
             return await self._lost(claim)
         return await self._write(lambda: self._troubleshot(claim, decision, error, output,
                                                            critique, len(earlier) + 1),

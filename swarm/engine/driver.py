@@ -32,12 +32,19 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 
 class Executor(Protocol):
-    """Runs one step to a resting state. In-process now; a queue-backed one plugs in later."""
+    """Runs one step to a resting state: here (InProcessExecutor) or on a Celery worker
+    (swarm.engine.queue.CeleryExecutor). `local`: the step runs in this process, so what it
+    changes besides its own state (new steps, a pause) pokes this driver itself; a remote
+    step's pokes stay in its worker, and the driver reloads the objective after it instead."""
+
+    local: bool
 
     async def run_step(self, objective_id: int, step_id: int) -> StepState: ...
 
 
 class InProcessExecutor:
+    local = True
+
     def __init__(self, runner: StepRunner) -> None:
         self.runner = runner
 
@@ -107,9 +114,14 @@ class Driver:
         # starts (schedules/ sets it: the grounding check, which may hold the objective).
         self.checkpoint: Callable[[int], Awaitable[None]] | None = None
         self.checkpoint_every = services.settings.grounding_after_steps
+        # False in a worker process: it runs the steps it is sent and drives no objective; the
+        # driving processes notice what its steps changed (swarm.engine.queue, watch_running)
+        self.driving = True
 
     def poke(self, objective_id: int) -> None:
         """Something changed outside the driver (approval, answer, pause...): look again."""
+        if not self.driving:
+            return
         drive = self._drives.get(objective_id)
         if drive is None or drive.task is None or drive.task.done():
             drive = self._drives[objective_id] = _Drive()
@@ -129,6 +141,27 @@ class Driver:
     @property
     def busy(self) -> bool:
         return any(d.task and not d.task.done() for d in self._drives.values())
+
+    async def watch_running(self, every_s: float) -> None:
+        """Drive every running objective no driver of this process drives, every `every_s`.
+        Pokes stay in the process that made them (a worker's, another web replica's), and a
+        process that drove an objective may have stopped: this is how the others notice. Two
+        drivers on one objective stay correct (claims, skips, approvals and the finish are
+        guarded writes); this only keeps an objective from waiting for a poke that never
+        comes."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                with self.swarm.db.read() as s:
+                    ids = list(s.scalars(select(Objective.id).where(
+                        Objective.state == ObjectiveState.RUNNING)))
+            except Exception as exc:  # the database is away: the next round tries again
+                log.warning("engine.watch_failed error=%s", type(exc).__name__)
+                continue
+            for oid in ids:
+                drive = self._drives.get(oid)
+                if drive is None or drive.task is None or drive.task.done():
+                    self.poke(oid)
 
     async def join(self) -> None:
         """Wait for every driver to come to rest (tests, the console, shutdown)."""
@@ -253,6 +286,8 @@ class Driver:
             if state is not None and (node := drive.nodes.get(step_id)) is not None:
                 node.state = state
                 drive.changed.append(node)
+            if not self.executor.local:
+                drive.reload = True
             drive.in_flight.pop(step_id, None)
             drive.wake.set()
 
