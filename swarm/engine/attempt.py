@@ -408,7 +408,7 @@ class StepRunner:
 
     def _lost_now(self, claim: Claim) -> bool:
         """Whether the claim is gone: the heartbeat found it taken, or (check_claims) the
-        database says so now (the objective was cancelled or paused by another process)."""
+        database says so now (the objective was cancelled in another process)."""
         if not claim.lost and self.check_claims:
             with self.swarm.db.read() as s:
                 held = s.execute(_STILL_HELD, {"sid": claim.step_id,

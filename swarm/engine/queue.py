@@ -12,6 +12,7 @@ or sent again, does nothing. A task never waits for a human: waiting is a row.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 TASK = "threadswarm.run_step"
 POLL_S = 0.1  # how often the executor looks at the steps it waits for (one query for all)
 LAPSED_EVERY_S = 1.0  # and how often it checks their leases
+SEND_BACKOFF_MAX_S = 10.0  # a send the broker refused is tried again, at most this far apart
 _QUEUED = (StepState.PENDING, StepState.READY)
 
 
@@ -111,7 +113,15 @@ class CeleryExecutor:
     async def run_step(self, objective_id: int, step_id: int) -> StepState:
         with self.db.read() as s:
             attempts = int(s.scalar(select(Step.attempts).where(Step.id == step_id)) or 0)
-        await asyncio.to_thread(self._send, objective_id, step_id, attempts)
+        for tries in itertools.count():
+            try:
+                await asyncio.to_thread(self._send, objective_id, step_id, attempts)
+                break
+            except Exception as exc:  # the broker is away: the step waits for it, in flight
+                delay = min(SEND_BACKOFF_MAX_S, 0.5 * 2 ** tries)
+                log.warning("executor.send_failed step=%s error=%s retry_in_s=%.1f", step_id,
+                            type(exc).__name__, delay)
+                await asyncio.sleep(delay)
         done: asyncio.Future[StepState] = asyncio.get_running_loop().create_future()
         self._waiting[step_id] = _Waiting(objective_id, attempts, done)
         if self._watcher is None or self._watcher.done():
