@@ -108,3 +108,29 @@ async def test_serve_connects_discord_from_its_token_alone_or_beside_slack(
         _, err = await asyncio.to_thread(proc.communicate, timeout=30)
         await fake.close()
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_the_clock_role_runs_the_schedules_alone_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`serve --role clock` needs no chat platform and serves no HTTP: it keeps the jobs."""
+    from sqlalchemy import create_engine, text
+
+    from schedules.clock import JOBS_TABLE
+    from tests.processes import wait_for
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_"))}
+    env.update(THREADSWARM_DATA_DIR=str(tmp_path), THREADSWARM_MEMORY_ENABLED="false",
+               PORT=str(port), THREADSWARM_SCHEDULER_ENABLED="false")  # the role turns it on
+    proc = subprocess.Popen(command("serve", "--role", "clock"), env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    engine = create_engine(f"sqlite:///{tmp_path / 'threadswarm.db'}")
+    try:
+        wait_for(engine, lambda s: "recurring.policies" in s.scalars(
+            text(f"select id from {JOBS_TABLE}")).all(), timeout=60, alive=proc)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        engine.dispose()
+    assert proc.returncode == 0, err.decode()[-2000:]
