@@ -15,6 +15,7 @@ from swarm.config import Settings
 from swarm.engine.queue import CeleryExecutor, celery_app, serve_steps
 from swarm.services.objectives import Swarm
 from swarm.store.db import Database
+from tests.conftest import migrated
 
 
 def require_broker(url: str) -> None:
@@ -42,7 +43,7 @@ async def celery_swarm(settings: Settings, db_url: str) -> AsyncIterator[Swarm]:
     require_broker(settings.celery_broker_url)
     settings.executor, settings.celery_queue = "celery", f"threadswarm-test-{uuid.uuid4().hex[:8]}"
     app = celery_app(settings.celery_broker_url, settings.celery_queue)
-    worker_db, db = Database.connect(db_url), Database.connect(db_url)
+    worker_db, db = migrated(db_url), Database.connect(db_url)
     steps = Swarm(settings, worker_db)
     steps.engine.driving, steps.engine.runner.check_claims = False, True
     serve_steps(app, steps.engine.runner, asyncio.get_running_loop())

@@ -20,11 +20,10 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from swarm.store.db import Database
 from swarm.store.models import LLMCall, Objective, OutboxEvent, Step, StepRun
 from swarm.store.spend import objective_spend
 from tests.celery_steps import delete_queue, require_broker
-from tests.conftest import _pg_schema_url
+from tests.conftest import _pg_schema_url, migrated
 from tests.fakes.slack_api import Call, FakeSlackAPI
 from tests.fakes.slack_bot import BOT_TOKEN, SECRET
 from tests.fakes.slack_events import SlackEvents
@@ -86,7 +85,7 @@ async def test_forty_objectives_survive_a_worker_sigkilled_mid_step(tmp_path: Pa
     engine = create_engine(db_url)
     events = SlackEvents(f"http://127.0.0.1:{port}/slack/events", SECRET)
     try:
-        Database.connect(db_url).close()  # the tables, as a deploy makes them before starting
+        migrated(db_url).close()  # `threadswarm migrate`, as a deploy runs it before the processes
         web = start("web", "serve", "--role", "web", "--host", "127.0.0.1")
         doomed = start("worker-1", "worker", "--concurrency", "2")
         start("worker-2", "worker", "--concurrency", "2")

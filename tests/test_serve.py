@@ -121,6 +121,7 @@ def test_the_clock_role_runs_the_schedules_alone_and_stops_on_sigterm(tmp_path: 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_"))}
     env.update(THREADSWARM_DATA_DIR=str(tmp_path), THREADSWARM_MEMORY_ENABLED="false",
                PORT=str(port), THREADSWARM_SCHEDULER_ENABLED="false")  # the role turns it on
+    migrated(f"sqlite:///{tmp_path / 'threadswarm.db'}").close()  # `threadswarm migrate`
     proc = subprocess.Popen(command("serve", "--role", "clock"), env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     engine = create_engine(f"sqlite:///{tmp_path / 'threadswarm.db'}")
