@@ -51,6 +51,7 @@ from swarm.llm.calls import CallBook, Taken
 from swarm.llm.client import LLM, CallContext, LLMError
 from swarm.prompts import render
 from swarm.states import IllegalTransition, ObjectiveState, RunState, StepState, check_transition
+from swarm.store import owners
 from swarm.store.audit import audit
 from swarm.store.db import Database, after_commit
 from swarm.store.guards import move_step
@@ -236,7 +237,7 @@ class StepRunner:
 
     def __init__(self, services: StepServices) -> None:
         self.swarm = services
-        self.owner = leases.new_owner()
+        self.owner = owners.new_owner()
         self._objectives: dict[int, _Objective] = {}
         self._held: dict[int, Claim] = {}  # step id -> this process's claim on it
         self._heartbeat: asyncio.Task[None] | None = None

@@ -9,48 +9,21 @@ at once when its owner is a process on this machine that no longer exists (after
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from swarm.states import RunState, StepState
+from swarm.store import owners
 from swarm.store.models import Step, StepRun, table, utcnow
 
 log = logging.getLogger(__name__)
-_HOST = socket.gethostname()
 _steps, _runs = table(Step), table(StepRun)
-
-
-def new_owner() -> str:
-    """This process's name in leases: host, pid and a nonce (two swarms in one process differ)."""
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def expiry(lease_s: float, now: datetime | None = None) -> datetime:
     return (now or utcnow()) + timedelta(seconds=lease_s)
-
-
-def _gone(owner: str | None) -> bool:
-    """The owner is a process on this host that has exited."""
-    if owner is None:
-        return True  # written before leases existed
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != _HOST or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
 
 
 _RENEW = (update(_steps)
@@ -79,7 +52,7 @@ def lapsed(c: Connection | Session, objective_ids: list[int] | None = None
     if objective_ids is not None:
         query = query.where(_steps.c.objective_id.in_(objective_ids))
     rows = list(c.execute(query))
-    gone = {owner for _, owner, _ in rows if owner is not None and _gone(owner)}
+    gone = {owner for _, owner, _ in rows if owner is not None and owners.gone(owner)}
     return [sid for sid, owner, until in rows
             if owner is None or until is None or until < now or owner in gone], gone
 

@@ -1,30 +1,36 @@
 """Budgets: ceilings per objective and per team-month, checked before every call.
 
 Before a call, its cost is estimated (prompt tokens by litellm.token_counter plus the whole
-completion allowance, priced at the dearest model it may reach) and held while it is in flight;
-whoever writes the call's LLMCall rows releases the hold once they are committed (swarm.llm.calls),
-so a call counts as its estimate, then as its rows, never both for long and never neither. A
-check adds spend in the database, every hold of the same objective or team, and the new
-estimate, so parallel steps cannot all pass at once: a ceiling is passed by at most what calls
-already in flight spend beyond their estimates. The checks run in the event loop without
-awaiting, so within one process they are atomic; holds are this process's own (another
-process sees only the rows its calls have written).
+completion allowance, priced at the dearest model it may reach) and held while it is in flight:
+a row in `budget_holds`, which the transaction writing the call's LLMCall rows deletes
+(swarm.llm.calls), so a call counts as its estimate, then as its rows, never both and never
+neither. A check adds spend in the database, every process's holds on the same objective tree
+or team, and the new estimate, so parallel steps cannot all pass at once, in one process or in
+several: the check and the hold are one write transaction, which SQLite's `BEGIN IMMEDIATE`
+serialises and PostgreSQL serialises per team and per tree with advisory locks. A ceiling is
+passed by at most what calls already in flight spend beyond their estimates. A hold outlives
+no crash for long: it lapses once twice the longest its call may take (timeouts x attempts x
+models) has passed, and at once when its owner is a process on this host that has exited.
 """
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import litellm
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from swarm.config import Settings
+from swarm.store import owners
 from swarm.store.db import Database
-from swarm.store.models import BudgetCeiling, BudgetRequest, utcnow
+from swarm.store.models import BudgetCeiling, BudgetHold, BudgetRequest, table, utcnow
 from swarm.store.spend import Spend, month_key, month_start, objective_spend, team_spend
 from swarm.store.team import setting
 from swarm.store.tree import lineage, subtree
@@ -82,11 +88,50 @@ class BudgetExceeded(RuntimeError):
 
 @dataclass(eq=False)
 class Hold:
-    """One call's share of the budget while it is in flight and its rows are not written."""
+    """One call's share of the budget while it is in flight: its `budget_holds` row."""
 
+    id: int
     objective_id: int | None
     team_id: str | None
     estimate: Usage
+
+
+_holds = table(BudgetHold)
+_HOLD = insert(_holds).returning(_holds.c.id)
+_RELEASE = delete(_holds).where(_holds.c.id.in_(bindparam("ids", expanding=True)))
+_LAPSED = delete(_holds).where(_holds.c.expires_at <= bindparam("now"))
+_LOCK = text("select pg_advisory_xact_lock(hashtext(:key))")
+SWEEP_S = 60.0  # how often lapsed holds are deleted
+
+
+def _live(s: Session, objective_ids: list[int], team_id: str | None,
+          now: datetime) -> list[tuple[int | None, str | None, Usage]]:
+    """Every process's live holds on these objectives or this team: not lapsed, and not of a
+    process on this host that has exited."""
+    whose: list[ColumnElement[bool]] = \
+        [_holds.c.objective_id.in_(objective_ids)] if objective_ids else []
+    whose += [] if team_id is None else [_holds.c.team_id == team_id]
+    if not whose:
+        return []
+    rows = s.execute(select(_holds.c.owner, _holds.c.objective_id, _holds.c.team_id,
+                            _holds.c.usd, _holds.c.tokens)
+                     .where(or_(*whose), _holds.c.expires_at > now)).all()
+    gone = {owner for owner in {r.owner for r in rows} if owners.gone(owner)}
+    return [(r.objective_id, r.team_id, Usage(r.usd, r.tokens)) for r in rows
+            if r.owner not in gone]
+
+
+def _sum(holds: list[tuple[int | None, str | None, Usage]], *,
+         objective_ids: list[int] | None = None, team_id: str | None = None) -> Usage:
+    return sum((usage for oid, team, usage in holds
+                if (objective_ids is not None and oid in objective_ids)
+                or (team_id is not None and team == team_id)), Usage())
+
+
+def release_in(c: Connection, holds: Iterable[Hold | None]) -> None:
+    """Delete the holds in `c`'s transaction: the one that writes their calls' rows."""
+    if ids := [h.id for h in holds if h is not None]:
+        c.execute(_RELEASE, {"ids": ids})
 
 
 OBJECTIVE_BUDGET, TEAM_BUDGET = "budget.objective", "budget.team"  # team settings' names
@@ -104,7 +149,8 @@ def team_key(team_id: str, month: str) -> str:
 class Budget:
     settings: Settings
     db: Database
-    holds: list[Hold] = field(default_factory=list)
+    owner: str = field(default_factory=owners.new_owner)  # this process's name on its holds
+    _swept: float = field(default=float("-inf"), repr=False)  # time.monotonic() of the sweep
 
     @property
     def objective_default(self) -> Ceiling:
@@ -140,35 +186,48 @@ class Budget:
         return Usage(max((_price(m, prompt, completion) for m in models), default=0.0),
                      prompt + completion)
 
-    def reserve(self, objective_id: int | None, team_id: str | None, models: tuple[str, ...],
-                messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-                schema: type[BaseModel] | None = None) -> Hold | None:
+    async def reserve(self, objective_id: int | None, team_id: str | None,
+                      models: tuple[str, ...], messages: list[dict[str, Any]],
+                      tools: list[dict[str, Any]] | None = None,
+                      schema: type[BaseModel] | None = None) -> Hold | None:
         """Hold the call's estimate, or raise BudgetExceeded if it would pass a ceiling."""
         if objective_id is None and team_id is None:
             return None
         with self.db.read() as s:
             objective_default, team_default = self.defaults(s, team_id)
-            if objective_default.unlimited and team_default.unlimited:
-                return None
-            estimate = self.estimate(models, messages, tools, schema)
-            # a team's call counts against its own share and against every objective above it
-            for oid in [] if objective_id is None else lineage(s, objective_id):
-                key, tree = objective_key(oid), subtree(s, oid)
-                self._check(s, "objective", key, f"objective #{oid}"
-                            + (" and its teams" if len(tree) > 1 else ""),
-                            self.ceiling(s, key, objective_default),
-                            _usage(objective_spend(s, tree)) + self._held(objective_ids=tree),
-                            estimate)
-            if team_id is not None:
-                now = utcnow()
-                key = team_key(team_id, month_key(now))
-                self._check(s, "team", key, f"team {team_id}'s {month_key(now)} spend",
-                            self.ceiling(s, key, team_default),
-                            _usage(team_spend(s, team_id, month_start(now)))
-                            + self._held(team_id=team_id), estimate)
-        hold = Hold(objective_id, team_id, estimate)
-        self.holds.append(hold)
-        return hold
+        if objective_default.unlimited and team_default.unlimited:
+            return None
+        estimate = self.estimate(models, messages, tools, schema)  # CPU: before the lock
+        hold_s = 2 * self.settings.llm_timeout_s * (self.settings.llm_retries + 1) * len(models)
+
+        def check_and_hold() -> Hold:
+            with self.db.tx(wake=False) as s:
+                tree = [] if objective_id is None else lineage(s, objective_id)
+                self._lock(s, tree[-1:], team_id)
+                now = self._sweep(s)
+                # a team's call counts against its own share and every objective above it
+                below = {oid: subtree(s, oid) for oid in tree}
+                holds = _live(s, below[tree[-1]] if tree else [], team_id, now)
+                for oid in tree:
+                    key = objective_key(oid)
+                    self._check(s, "objective", key, f"objective #{oid}"
+                                + (" and its teams" if len(below[oid]) > 1 else ""),
+                                self.ceiling(s, key, objective_default),
+                                _usage(objective_spend(s, below[oid]))
+                                + _sum(holds, objective_ids=below[oid]), estimate)
+                if team_id is not None:
+                    key = team_key(team_id, month_key(now))
+                    self._check(s, "team", key, f"team {team_id}'s {month_key(now)} spend",
+                                self.ceiling(s, key, team_default),
+                                _usage(team_spend(s, team_id, month_start(now)))
+                                + _sum(holds, team_id=team_id), estimate)
+                hold_id = s.execute(_HOLD, {
+                    "objective_id": objective_id, "team_id": team_id, "usd": estimate.usd,
+                    "tokens": estimate.tokens, "owner": self.owner, "created_at": now,
+                    "expires_at": now + timedelta(seconds=hold_s)}).scalar_one()
+            return Hold(hold_id, objective_id, team_id, estimate)
+
+        return await self.db.retrying(check_and_hold, "budget.hold")
 
     def check_estimate(self, hold: Hold | None, actual: Usage) -> None:
         if hold is not None and (actual.tokens > hold.estimate.tokens
@@ -177,9 +236,15 @@ class Budget:
                         hold.objective_id, hold.estimate.show(), actual.show())
 
     def release(self, hold: Hold | None) -> None:
-        """Called by whoever wrote the call's rows, once they are committed."""
-        if hold is not None and hold in self.holds:
-            self.holds.remove(hold)
+        """For a call whose rows are not written (no book): its hold goes at once. A failure
+        leaves the hold to lapse."""
+        if hold is None:
+            return
+        try:
+            with self.db.core(wake=False) as c:
+                release_in(c, [hold])
+        except Exception as exc:
+            log.warning("budget.release_failed hold=%d error=%s", hold.id, type(exc).__name__)
 
     # -- ceilings ----------------------------------------------------------------------------
     def carve(self, s: Session, parent_id: int, child_id: int,
@@ -191,7 +256,8 @@ class Budget:
         if parent.unlimited:
             return None
         tree = subtree(s, parent_id)
-        used = _usage(objective_spend(s, tree)) + self._held(objective_ids=tree)
+        used = _usage(objective_spend(s, tree)) + _sum(_live(s, tree, None, utcnow()),
+                                                       objective_ids=tree)
         share = self.settings.team_budget_share
         carved = Ceiling(None if parent.usd is None else max(0.0, (parent.usd - used.usd) * share),
                          None if parent.tokens is None else
@@ -226,11 +292,22 @@ class Budget:
         return request
 
     # -- internals ---------------------------------------------------------------------------
-    def _held(self, *, objective_ids: list[int] | None = None,
-              team_id: str | None = None) -> Usage:
-        return sum((h.estimate for h in self.holds
-                    if (objective_ids is not None and h.objective_id in objective_ids)
-                    or (team_id is not None and h.team_id == team_id)), Usage())
+    def _lock(self, s: Session, roots: list[int], team_id: str | None) -> None:
+        """PostgreSQL: take turns with every other check of this team and objective tree (in
+        one order, so two checks never wait on each other). SQLite's write lock does that."""
+        if self.db.sqlite:
+            return
+        for key in sorted([f"budget:team:{team_id}"] * (team_id is not None)
+                          + [f"budget:tree:{root}" for root in roots]):
+            s.execute(_LOCK, {"key": key})
+
+    def _sweep(self, s: Session) -> datetime:
+        """Delete lapsed holds now and then (they count for nothing already); returns now."""
+        now = utcnow()
+        if (tick := time.monotonic()) - self._swept > SWEEP_S:
+            s.execute(_LAPSED, {"now": now})
+            self._swept = tick
+        return now
 
     @staticmethod
     def _check(s: Session, scope: str, key: str, label: str, ceiling: Ceiling, used: Usage,

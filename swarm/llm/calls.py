@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from swarm.llm.budget import Budget, Hold
+from swarm.llm.budget import Hold, release_in
 from swarm.store.db import Database
 from swarm.store.models import LLMCall, table, utcnow
 from swarm.store.turns import Turn
@@ -25,12 +25,12 @@ def _values(call: LLMCall) -> dict[str, Any]:
 
 class CallBook:
     """Writes the rows of the calls that returned in one turn of the loop in one transaction,
-    then releases their budget holds: spend is in the database before the hold goes, so a
-    budget check never misses it and never counts it twice. A cancelled step's calls are
-    booked all the same (`submit` needs no await)."""
+    which deletes their budget holds too: the hold goes as the spend arrives, so a budget
+    check (in any process) never misses it and never counts it twice. A cancelled step's
+    calls are booked all the same (`submit` needs no await)."""
 
-    def __init__(self, db: Database, budget: Budget | None) -> None:
-        self.db, self.budget = db, budget
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self._turn: Turn[Booking, None] = Turn(self._write)
 
     def submit(self, rows: list[LLMCall], hold: Hold | None) -> None:
@@ -46,11 +46,10 @@ class CallBook:
     def insert(c: Connection, taken: list[Taken]) -> None:
         if values := [_values(row) for (rows, _), _future in taken for row in rows]:
             c.execute(_INSERT, values)
+        release_in(c, (hold for (_, hold), _future in taken))
 
     def settle(self, taken: list[Taken]) -> None:
-        for (_, hold), future in taken:
-            if self.budget is not None:
-                self.budget.release(hold)
+        for _, future in taken:
             if not future.done():
                 future.set_result(None)
 
@@ -59,17 +58,15 @@ class CallBook:
 
     async def _write(self, bookings: list[Booking]) -> list[None | Exception]:
         values = [_values(row) for rows, _ in bookings for row in rows]
+        holds = [hold for _, hold in bookings if hold is not None]
 
         def write() -> None:
             with self.db.core(wake=False) as c:  # bookkeeping: nothing new to deliver or run
-                c.execute(_INSERT, values)
-        try:
-            if values:
-                await self.db.retrying(write, "llm_calls.insert")
-        finally:  # a hold that outlived a failed write would block the budget for good
-            if self.budget is not None:
-                for _, hold in bookings:
-                    self.budget.release(hold)
+                if values:
+                    c.execute(_INSERT, values)
+                release_in(c, holds)
+        if values or holds:  # a write that fails for good leaves the holds to lapse
+            await self.db.retrying(write, "llm_calls.insert")
         return [None] * len(bookings)
 
     async def drain(self) -> None:

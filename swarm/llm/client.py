@@ -272,8 +272,8 @@ class LLM:
         reach = self.chains[tier].from_group(group)
         if self.settings.redact_prompts:  # a secret in a goal, a note or an answer stays here
             messages = redact_messages(messages)
-        hold = self.budget.reserve(ctx.objective_id, ctx.team_id, reach, messages, tools,
-                                   response_format) \
+        hold = await self.budget.reserve(ctx.objective_id, ctx.team_id, reach, messages, tools,
+                                         response_format) \
             if self.budget is not None else None  # raises BudgetExceeded: nothing is sent
         kwargs: dict[str, Any] = {"max_tokens": self.settings.llm_max_tokens}
         if tools:

@@ -118,7 +118,7 @@ class Swarm:
         self.budget = Budget(settings, db)
         self.llm = llm or LLM(settings, self.budget)
         self.llm.on_recovery = self._show_recovery
-        self.calls = CallBook(db, self.budget)
+        self.calls = CallBook(db)
         self.llm.book = self.calls
         self.memory = memory
         self.roles = roles or load_roles(settings.roles_file)

@@ -173,6 +173,22 @@ class BudgetCeiling(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
+class BudgetHold(Base):
+    """A model call's estimate while it is in flight and its llm_calls rows are not written:
+    every process's budget check counts it. Deleted in the transaction that writes the rows;
+    lapses at `expires_at`, or at once when `owner` is a process on this host that has exited."""
+
+    __tablename__ = "budget_holds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    objective_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
+    team_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    usd: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class BudgetRequest(Base):
     """What approving a "budget" approval does: raise one ceiling, resume one objective."""
 
