@@ -1,4 +1,4 @@
-"""The one HTTP server of `serve`: every edge's routes and /healthz, on the ingress loop."""
+"""The one HTTP server of `serve`: the edges' routes, /healthz, /metrics; on the ingress loop."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 
+from bot import metrics
 from bot.edges import Edge
 from bot.loop_thread import LoopThread
 from bot.runtime import Runtime
@@ -20,17 +21,20 @@ REQUESTS_GRACE_S = DISCONNECT_S = 2.0
 
 
 class WebServer:
-    """HTTP on PORT (the edges' routes, `GET /healthz`) and the edges' long-lived connections
-    run on an ingress loop in its own thread, so acks never wait for the swarm's loop."""
+    """HTTP on PORT (the edges' routes, `GET /healthz`, `GET /metrics`) and the edges'
+    long-lived connections run on an ingress loop in its own thread, so acks never wait for the
+    swarm's loop."""
 
     def __init__(self, runtime: Runtime, edges: list[Edge]) -> None:
         self.runtime, self.edges = runtime, edges
         self.ingress = LoopThread("ingress")
         self._runner: web.AppRunner | None = None
+        self.metrics = metrics.registry(runtime.db)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
         for edge in self.edges:
             edge.routes(app)
         return app
@@ -84,6 +88,11 @@ class WebServer:
             if part.get("ok") is False:
                 body["ok"] = False
         return web.json_response(body, status=200 if body["ok"] else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Read from the database at each scrape (off the ingress loop: acks never wait)."""
+        body = await asyncio.to_thread(metrics.exposition, self.metrics)
+        return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     def _ping(self) -> None:
         with self.runtime.db.read() as s:
