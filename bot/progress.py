@@ -2,18 +2,29 @@
 
 Platform-neutral: an edge gives it how to post and how to edit a rendered view (Slack's
 chat.postMessage / chat.update, Discord's message create / edit); the throttle, the trailing
-edit and their retries are the same everywhere."""
+edit and their retries are the same everywhere.
+
+Several processes may edit one message (web replicas: a thread's outbox rows go to whichever
+dispatcher claims them, and the claim ends with each drain). So both halves of the rule live
+in the database, not in process memory: the message's ref is stored once (posted by the one
+dispatcher that holds the thread's first progress row), and its last edit time is stored on
+that ref, where an edit takes its turn with a conditional update (`MessageRefs.take_edit_turn`):
+of two processes due to edit within one interval, one edits and the other folds its change
+into a trailing edit after the interval, rendered from the database then, so the latest state
+shows and the platform sees at most one edit per interval from all of them. Partitioning
+instead (one process per thread) would need a claim that outlives the thread's rows; the
+stored time needs nothing more than the ref it sits on. The processes' clocks are compared,
+so a skew between machines shifts the spacing by as much."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from collections.abc import Awaitable, Callable
 
 from bot.refs import PROGRESS, MessageRefs
 from bot.shutdown import cancel_bounded
-from swarm.store.models import ThreadRef
+from swarm.store.models import MessageRef, ThreadRef
 from swarm.store.outbox import reopen_latest
 from swarm.store.views import ObjectiveView
 
@@ -40,15 +51,15 @@ Edit = Callable[[ObjectiveView, ThreadRef, str, str], Awaitable[None]]
 
 
 class ProgressMessages:
-    """Edits are throttled per thread; an edit that comes too soon is folded into one trailing
-    edit at the end of the interval, rendered from the view at that moment, so the latest state
-    always shows. Edits of one thread are serialised, so an older render never lands last."""
+    """Edits are throttled per message, across processes; an edit that comes too soon is folded
+    into one trailing edit per thread at the end of the interval, rendered from the view at
+    that moment, so the latest state always shows. In a process, edits of one thread are
+    serialised, so an older render never lands last."""
 
     def __init__(self, refs: MessageRefs, view: Callable[[int], ObjectiveView | None],
                  post: Post, edit: Edit, *, interval_s: float = 1.0) -> None:
         self.refs, self.view, self.post, self.edit = refs, view, post, edit
         self.interval_s = interval_s
-        self._last: dict[str, float] = {}  # thread key -> when the platform answered an edit
         self._dirty: dict[str, set[int]] = {}  # thread key -> objectives owed an edit
         self._trailing: dict[str, asyncio.Task[None]] = {}
         # A thread's lock lives while someone holds or waits for it: nothing piles up.
@@ -65,10 +76,11 @@ class ProgressMessages:
                 if create:
                     await self._post(objective_id, thread)
                 return
-            wait = self._last.get(key, float("-inf")) + self.interval_s - time.monotonic()
-            if wait <= 0 and key not in self._trailing:
+            wait = 0.0  # a trailing edit of the thread is on its way: it takes this along
+            if key not in self._trailing and \
+                    (wait := self.refs.take_edit_turn(ref, self.interval_s)) <= 0:
                 try:
-                    await self._edit(objective_id, thread, ref.channel_id, ref.message_id)
+                    await self._edit(objective_id, thread, ref)
                     return
                 except EditLater as later:
                     wait = later.after_s
@@ -81,13 +93,6 @@ class ProgressMessages:
         if (lock := self._locks.get(key)) is None:
             lock = self._locks[key] = asyncio.Lock()
         return lock
-
-    def _sent(self, key: str) -> None:
-        now = time.monotonic()
-        self._last[key] = now
-        if len(self._last) > 1000:  # an edit older than the interval throttles nothing
-            for old in [k for k, at in self._last.items() if at < now - self.interval_s]:
-                del self._last[old]
 
     async def close(self) -> None:
         """Stop at once, also when the platform does not answer: the edits still owed are left
@@ -106,17 +111,17 @@ class ProgressMessages:
         if view is None:
             return
         channel, message_id = await self.post(view, thread)
-        self.refs.save(objective_id, PROGRESS, channel, message_id)
-        self._sent(thread.key)
+        self.refs.save(objective_id, PROGRESS, channel, message_id, edited=True)
 
-    async def _edit(self, objective_id: int, thread: ThreadRef, channel: str, ts: str) -> None:
+    async def _edit(self, objective_id: int, thread: ThreadRef, ref: MessageRef) -> None:
+        """Make the edit whose turn the caller took."""
         view = self.view(objective_id)  # rendered now, inside the thread's lock
         if view is None:
             return
-        await self.edit(view, thread, channel, ts)
+        await self.edit(view, thread, ref.channel_id, ref.message_id)
         # Counted from the answer: the next edit then reaches it at least an interval later,
         # however long this one took to get there.
-        self._sent(thread.key)
+        self.refs.edited(ref)
 
     async def _trail(self, thread: ThreadRef, wait: float) -> None:
         key = thread.key
@@ -127,10 +132,14 @@ class ProgressMessages:
                     # an objective stays owed until its edit is answered: close() leaves
                     # what is owed, also an edit cancelled on its way, to the next process
                     owed = self._dirty.setdefault(key, set())
+                    wait = self.interval_s * 2 ** (attempt + 1)  # after a refused edit
                     for oid in sorted(owed):
                         if (ref := self.refs.get(oid, PROGRESS)) is not None:
+                            if (turn := self.refs.take_edit_turn(ref, self.interval_s)) > 0:
+                                wait = min(wait, turn)  # another process edited it just now
+                                continue
                             try:
-                                await self._edit(oid, thread, ref.channel_id, ref.message_id)
+                                await self._edit(oid, thread, ref)
                             except Exception as exc:
                                 log.warning("progress.edit_failed platform=%s objective=%s "
                                             "attempt=%d error=%s", self.refs.platform, oid,
@@ -140,6 +149,5 @@ class ProgressMessages:
                     if not owed:
                         del self._dirty[key]
                         return
-                wait = self.interval_s * 2 ** (attempt + 1)
         finally:
             self._trailing.pop(key, None)

@@ -1,11 +1,14 @@
 """Messages an edge posted for an objective (progress, approvals, results), by key, per platform."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from swarm.store.db import Database
-from swarm.store.models import MessageRef
+from swarm.store.models import MessageRef, utcnow
 
 PROGRESS = "progress"
 
@@ -32,12 +35,15 @@ class MessageRefs:
                                                      MessageRef.objective_id == objective_id,
                                                      MessageRef.key == key))
 
-    def save(self, objective_id: int, key: str, channel: str, ts: str) -> None:
+    def save(self, objective_id: int, key: str, channel: str, ts: str, *,
+             edited: bool = False) -> None:
+        """`edited`: the post counts as the message's last edit (a progress message's)."""
         # No wake-up of the dispatcher: a ref is bookkeeping, not new work.
         try:
             with self.db.tx(wake=False) as s:
                 s.add(MessageRef(platform=self.platform, objective_id=objective_id, key=key,
-                                 channel_id=channel, message_id=ts))
+                                 channel_id=channel, message_id=ts,
+                                 edited_at=utcnow() if edited else None))
         except IntegrityError:  # a redelivery raced us to it: the first message stands
             pass
 
@@ -48,3 +54,27 @@ class MessageRefs:
                                                       MessageRef.channel_id == channel,
                                                       MessageRef.message_id == ts)
                              .order_by(MessageRef.id)).first()
+
+    def take_edit_turn(self, ref: MessageRef, interval_s: float) -> float:
+        """Claim the next edit of the message, for every process on the database: 0.0 when it
+        is this caller's (no edit was made in the last `interval_s`), else the seconds until
+        one may be made. Counted from the edit's answer too (`edited`)."""
+        now = utcnow()
+        with self.db.tx(wake=False) as s:
+            taken = s.execute(update(MessageRef).where(
+                MessageRef.id == ref.id, or_(MessageRef.edited_at.is_(None),
+                                             MessageRef.edited_at <= now - timedelta(
+                                                 seconds=interval_s)))
+                .values(edited_at=now).execution_options(synchronize_session=False))
+            if cast(CursorResult[Any], taken).rowcount:
+                return 0.0
+            last = s.scalar(select(MessageRef.edited_at).where(MessageRef.id == ref.id))
+        if last is None:  # the ref is gone (never: refs are not deleted); do not hold the edit
+            return 0.0
+        return max(0.01, (last + timedelta(seconds=interval_s) - now).total_seconds())
+
+    def edited(self, ref: MessageRef) -> None:
+        """The platform answered an edit (or the post) of the message: its interval starts."""
+        with self.db.tx(wake=False) as s:
+            s.execute(update(MessageRef).where(MessageRef.id == ref.id)
+                      .values(edited_at=utcnow()).execution_options(synchronize_session=False))

@@ -219,3 +219,9 @@ async def test_a_second_replica_started_mid_run_delivers_nothing_twice_and_in_or
         assert order == sorted(order), f"thread {ts} got its messages out of order: {order}"
         assert len(order) >= 4, "accepted, plan, step approval and results at least"
 
+    # and together the replicas kept each progress message to the edit rate
+    for ref in (r for r in refs if r.key == "progress"):
+        edits = [c.at for c in api.to("chat.update") if c.params["ts"] == ref.message_id]
+        gaps = [b - a for a, b in zip(edits, edits[1:], strict=False)]
+        assert min(gaps, default=PROGRESS_INTERVAL_S) >= 0.9 * PROGRESS_INTERVAL_S, \
+            f"objective {ref.objective_id}'s progress was edited faster than the interval: {gaps}"

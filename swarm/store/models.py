@@ -323,6 +323,9 @@ class MessageRef(Base):
     key: Mapped[str] = mapped_column(String(64))
     channel_id: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str] = mapped_column(String(64), index=True)
+    # When the message was last edited (a progress message): processes that share the database
+    # take turns by it, so together they keep to the platform's edit rate (bot/progress.py).
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
 
 class AuditEntry(Base):
