@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # Shutdown: requests in flight get this long to finish (an ack is quick; a handler stuck on a
 # platform that does not answer is not), and so does each edge's disconnect.
 REQUESTS_GRACE_S = DISCONNECT_S = 2.0
+HEALTH_CHECK_S = 2.0  # each part of /healthz answers within this or counts as unreachable
 
 
 class WebServer:
@@ -76,12 +77,20 @@ class WebServer:
             await self._runner.cleanup()
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        """200 when the database, the broker (with the Celery executor) and every platform
+        connection answer; else 503, the JSON body naming what failed. Each check is bounded:
+        a probe must hear back before its own timeout."""
         body: dict[str, Any] = {"ok": True, "database": "ok"}
-        try:
-            await asyncio.to_thread(self._ping)
-        except Exception as exc:
-            log.warning("web.healthz_database_failed error=%s", type(exc).__name__)
-            body.update(ok=False, database="unreachable")
+        checks = {"database": self._ping}
+        if self.runtime.settings.executor == "celery":
+            body["broker"] = "ok"
+            checks["broker"] = self._broker
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(asyncio.to_thread(check), HEALTH_CHECK_S)
+            except Exception as exc:
+                log.warning("web.healthz_failed part=%s error=%s", name, type(exc).__name__)
+                body.update({"ok": False, name: "unreachable"})
         for edge in self.edges:
             part = edge.health()
             body[edge.platform] = part
@@ -97,3 +106,11 @@ class WebServer:
     def _ping(self) -> None:
         with self.runtime.db.read() as s:
             s.execute(text("select 1"))
+
+    def _broker(self) -> None:
+        from kombu import Connection  # Celery's messaging library
+
+        url = self.runtime.settings.celery_broker_url
+        with Connection(url, connect_timeout=HEALTH_CHECK_S) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                   timeout=HEALTH_CHECK_S)
