@@ -218,7 +218,9 @@ def _assert_each_event_delivered_once(engine: Any, api: FakeSlackAPI,
     with Session(engine) as s:
         rows = list(s.scalars(select(OutboxEvent)))
         objective_of = dict(s.execute(select(Objective.thread_id, Objective.id)).all())
-    assert rows and all(r.delivered_at is not None and r.dead_at is None for r in rows)
+    undelivered = [(r.id, r.kind, r.delivered_at, r.dead_at, r.attempts, r.last_error)
+                   for r in rows if r.delivered_at is None or r.dead_at is not None]
+    assert rows and not undelivered, undelivered
     posts = api.to("chat.postMessage")
     assert set(objective_of) == set(threads)
     for ts in threads:
