@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from swarm.agents.roles import binding
 from swarm.engine import leases
@@ -17,13 +17,18 @@ from swarm.events import ApprovalRequested
 from swarm.states import TERMINAL_STEP, ApprovalState, ObjectiveState, StepState
 from swarm.store.audit import audit
 from swarm.store.guards import move_step
-from swarm.store.models import Approval, Objective, Step
+from swarm.store.models import Approval, Objective, Step, table
 from swarm.store.outbox import emit
 
 log = logging.getLogger(__name__)
 _BLOCKED = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
 _WAITING = (StepState.PENDING, StepState.READY)
 SHUTDOWN_S = 10.0  # how long shutdown waits for cancelled steps to come to rest
+_O, _S = table(Objective), table(Step)
+_OBJECTIVE = select(_O.c.state, _O.c.plan_version).where(_O.c.id == bindparam("oid"))
+_NODES = select(_S.c.id, _S.c.key, _S.c.role, _S.c.state, _S.c.depends_on, _S.c.needs_approval
+                ).where(_S.c.objective_id == bindparam("oid"),
+                        _S.c.plan_version == bindparam("version"))
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -185,13 +190,9 @@ class Driver:
         self.runner.release_all()
 
     def _load(self, objective_id: int) -> tuple[ObjectiveState, dict[int, _Node]]:
-        with self.swarm.db.read() as s:
-            obj = s.get(Objective, objective_id)
-            assert obj is not None
-            rows = s.execute(select(Step.id, Step.key, Step.role, Step.state, Step.depends_on,
-                                    Step.needs_approval)
-                             .where(Step.objective_id == objective_id,
-                                    Step.plan_version == obj.plan_version))
+        with self.swarm.db.read() as s:  # prebuilt Core statements: columns, no ORM objects
+            obj = s.execute(_OBJECTIVE, {"oid": objective_id}).one()
+            rows = s.execute(_NODES, {"oid": objective_id, "version": obj.plan_version})
             nodes = {r.id: _Node(r.id, r.key, r.role, StepState(r.state), list(r.depends_on),
                                  r.needs_approval) for r in rows}
             return ObjectiveState(obj.state), nodes

@@ -12,7 +12,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from swarm.states import TERMINAL_OBJECTIVE, ApprovalState, ObjectiveState, StepState, sources
-from swarm.store.models import Approval, Objective, Step, utcnow
+from swarm.store.models import Approval, Objective, Step, table, utcnow
+
+# Core tables, not ORM entities: a guarded UPDATE needs none of the ORM's bulk-update work
+# (its synchronisation is off anyway, `_apply` mirrors the row), and that work was most of a
+# move's CPU in profiles of the one-objective runs (bench/orchestration.py).
+_OBJECTIVES, _STEPS, _APPROVALS = table(Objective), table(Step), table(Approval)
 
 
 def _allowed(to: StrEnum, only_from: Iterable[StrEnum] | None) -> list[str]:
@@ -46,9 +51,9 @@ def move_objective(s: Session, obj: Objective, to: ObjectiveState, reason: str |
     values |= {"state": str(to), "state_reason": reason, "updated_at": now}
     if to in TERMINAL_OBJECTIVE:
         values["finished_at"] = now
-    done = changed(s, update(Objective)
-                   .where(Objective.id == obj.id, Objective.state.in_(_allowed(to, only_from)))
-                   .values(**values).execution_options(synchronize_session=False))
+    t = _OBJECTIVES
+    done = changed(s, update(t).where(t.c.id == obj.id, t.c.state.in_(_allowed(to, only_from)))
+                   .values(**values))
     return _apply(s, obj, done, values)
 
 
@@ -60,11 +65,11 @@ def move_step(s: Session, step: Step, to: StepState, *,
     values |= {"state": str(to)}
     if to != StepState.RUNNING:
         values |= {"claim_token": None, "lease_owner": None, "lease_expires_at": None}
-    where = [Step.id == step.id, Step.state.in_(_allowed(to, only_from))]
+    t = _STEPS
+    where = [t.c.id == step.id, t.c.state.in_(_allowed(to, only_from))]
     if claim is not None:
-        where.append(Step.claim_token == claim)
-    done = changed(s, update(Step).where(*where).values(**values)
-                   .execution_options(synchronize_session=False))
+        where.append(t.c.claim_token == claim)
+    done = changed(s, update(t).where(*where).values(**values))
     return _apply(s, step, done, values)
 
 
@@ -73,7 +78,7 @@ def decide_approval(s: Session, approval: Approval, to: ApprovalState, user: str
     """Settle a pending approval once: of two racing decisions exactly one returns True."""
     values: dict[str, Any] = {"state": str(to), "decided_by": user, "decided_at": utcnow(),
                               "reason": reason}
-    done = changed(s, update(Approval)
-                   .where(Approval.id == approval.id, Approval.state.in_(_allowed(to, None)))
-                   .values(**values).execution_options(synchronize_session=False))
+    t = _APPROVALS
+    done = changed(s, update(t).where(t.c.id == approval.id, t.c.state.in_(_allowed(to, None)))
+                   .values(**values))
     return _apply(s, approval, done, values)

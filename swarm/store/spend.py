@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from swarm.store.models import LLMCall
@@ -42,6 +42,9 @@ _COLUMNS = (func.count(LLMCall.id),
             func.coalesce(func.sum(LLMCall.cached_tokens), 0),
             func.coalesce(func.sum(LLMCall.cost), 0.0),
             func.coalesce(func.sum(case((LLMCall.cost.is_(None), 1), else_=0)), 0))
+# prebuilt: finishing an objective reads it, and building the statement each time showed
+_BY_STEP = (select(LLMCall.step_id, *_COLUMNS).where(LLMCall.objective_id == bindparam("oid"))
+            .group_by(LLMCall.step_id))
 _FIELDS = ("calls", "failed", "prompt_tokens", "completion_tokens", "cached_tokens", "cost",
            "unpriced")
 
@@ -67,8 +70,7 @@ def step_spend(s: Session, objective_id: int, *,
                with_totals: bool = False) -> dict[int | None, Spend]:
     """Spend per step of the objective; with_totals adds the objective's total under None
     (planning and other calls of no step included), from the same one query."""
-    rows = s.execute(select(LLMCall.step_id, *_COLUMNS)
-                     .where(LLMCall.objective_id == objective_id).group_by(LLMCall.step_id))
+    rows = s.execute(_BY_STEP, {"oid": objective_id})
     by_step: dict[int | None, Spend] = {r[0]: _spend(r[1:]) for r in rows}
     if with_totals:
         parts = list(by_step.values())

@@ -4,12 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from swarm.states import StepState
 from swarm.store.models import Objective, Step, ThreadRef, utcnow
 from swarm.store.spend import Spend, step_spend
+
+# columns (read, never changed), prebuilt: every progress message and finish reads them
+_STEPS = (select(Step.id, Step.key, Step.title, Step.role, Step.state, Step.attempts,
+                 Step.depends_on, Step.output, Step.error, Step.started_at, Step.finished_at,
+                 Step.team)
+          .where(Step.objective_id == bindparam("oid"), Step.plan_version == bindparam("version"))
+          .order_by(Step.position))
 
 
 @dataclass(frozen=True)
@@ -66,11 +73,7 @@ class ObjectiveView:
 
 
 def objective_view(s: Session, obj: Objective) -> ObjectiveView:
-    steps = s.execute(select(Step.id, Step.key, Step.title, Step.role, Step.state, Step.attempts,
-                             Step.depends_on, Step.output, Step.error, Step.started_at,
-                             Step.finished_at, Step.team)  # columns: read, never changed
-                      .where(Step.objective_id == obj.id, Step.plan_version == obj.plan_version)
-                      .order_by(Step.position))
+    steps = s.execute(_STEPS, {"oid": obj.id, "version": obj.plan_version})
     by_step = step_spend(s, obj.id, with_totals=True)
     total = by_step.pop(None, Spend())
     views = [StepView(st.id, st.key, st.title, st.role, st.state, st.attempts,
