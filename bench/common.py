@@ -1,6 +1,7 @@
 """Shared helpers for the benchmarks: DAG shapes, timing, PostgreSQL schemas, Markdown."""
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -220,3 +221,30 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
             f"load average {load:.2f} at start")
+
+
+# -- the issue's goals, gathered by run_all.py ---------------------------------------------------
+GOAL_MARK = "<!-- goal "
+
+
+def off_by(value: float, limit: float, *, below: bool = True) -> str:
+    """'met', or how far the figure is from its limit: 'missed by 0.094 (9% over 1.05)'."""
+    if value != value:  # NaN: nothing measured
+        return "n/a"
+    if (value <= limit) if below else (value >= limit):
+        return "met"
+    gap = value - limit
+    side = "over" if gap > 0 else "under"
+    return f"**missed** by {abs(gap):.3g} ({abs(gap) / limit:.0%} {side} {limit:g})"
+
+
+def goal(name: str, figure: str, outcome: str) -> list[str]:
+    """A goals-table row; also printed as a Markdown comment that run_all.py collects into one
+    table of every goal of the run (invisible where the Markdown is rendered)."""
+    print(GOAL_MARK + json.dumps([name, figure, outcome]) + " -->")
+    return [name, figure, outcome]
+
+
+def read_goals(markdown: str) -> list[list[str]]:
+    return [json.loads(line[len(GOAL_MARK):-len(" -->")]) for line in markdown.splitlines()
+            if line.startswith(GOAL_MARK) and line.endswith(" -->")]

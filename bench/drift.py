@@ -35,9 +35,13 @@ CASES = _HERE.parent / "tests" / "data" / "drift_cases.yaml"
 SUBTLE = {"wrong_market", "wrong_audience", "scope_creep", "broken_constraint", "easier_goal"}
 
 
-async def measure(cases_path: Path, concurrency: int) -> str:
+async def measure(cases_path: Path, concurrency: int, most: int | None = None) -> str:
     settings = Settings(memory_enabled=False)
     cases = drift_set.load(cases_path)
+    if most is not None:  # a quick run: every kind, fewer cases of each
+        kinds = sorted({c.kind for c in cases})
+        cases = [c for i in range(most) for k in kinds
+                 if len(of := [c for c in cases if c.kind == k]) > i for c in [of[i]]]
     flags = await drift_set.prefilter_flags(cases, Embedder(settings.embedding_model),
                                             settings.grounding_min_similarity)
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,8 +67,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=Path, default=CASES)
     parser.add_argument("--concurrency", type=int, default=4, help="judge calls at once")
+    parser.add_argument("--quick", action="store_true", help="three cases of each kind")
     args = parser.parse_args()
-    print(asyncio.run(measure(args.cases, args.concurrency)))
+    print(asyncio.run(measure(args.cases, args.concurrency, 3 if args.quick else None)))
     return 0
 
 

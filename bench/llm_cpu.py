@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from common import fmt, median, model_server, table, verdict
+from common import fmt, goal, median, model_server, off_by, table
 from orchestration import _step_messages
 
 from swarm.agents.critic import CriticVerdict
@@ -127,12 +127,13 @@ def report(out: dict[str, list[float]], steps: int, rounds: int) -> str:
              fmt(median(v) / base)] for name, v in out.items()]
     ratios = {name: median(out[name]) / base
               for name in ("swarm LLM layer", "swarm LLM layer, budgeted")}
-    goal = table(["goal", "figure", "verdict"], [
-        [f"{name} CPU per call <= 1.15x bare litellm.acompletion", fmt(r), verdict(r <= 1.15)]
+    goals = table(["goal", "figure", "verdict"], [
+        goal(f"{name} CPU per call <= 1.15x bare litellm.acompletion (HTTP path)",
+             f"{fmt(r)}x", off_by(r, 1.15))
         for name, r in ratios.items()])
     return (f"## CPU per call, HTTP path ({rounds} rounds of {steps} steps, 2 calls a step)\n\n"
             + table(["client", "median ms", "min ms", "max ms", "÷ litellm"], rows)
-            + "\n\n" + goal)
+            + "\n\n" + goals)
 
 
 def main() -> None:

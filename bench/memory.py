@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import asyncio
 import os
-import random
-import re
 import resource
 import sys
-import sysconfig
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -31,72 +27,45 @@ import sqlalchemy as sa  # noqa: E402
 from memory import Embedder, IndexConfig, TeamIndex, TeamMemory  # noqa: E402
 from memory.index_file import read_index_file, write_index_file  # noqa: E402
 
+sys.path.insert(1, str(_HERE))  # after the root: bench/corpus.py, not a package's
+from common import goal as mark  # noqa: E402
+from common import off_by  # noqa: E402
+from corpus import sentences  # noqa: E402
+
 QUERIES = 1000
 CHUNK = 10_000
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-_PLAIN_WORD = re.compile(r"^[A-Za-z][A-Za-z'\-]*[,;:]?$")
+SEED = 7  # of the generated corpus
 
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-# -- a corpus of real English sentences, offline ---------------------------------------------
+# -- a corpus of varied English sentences, offline ------------------------------------------
 
 
-def docstring_sentences() -> Iterator[str]:
-    """Sentences of 5-40 plain words from the docstrings of every installed package."""
-    for path in sorted(Path(sysconfig.get_paths()["purelib"]).rglob("*.py")):
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8", errors="ignore"))
-        except (SyntaxError, ValueError, RecursionError):
-            continue
-        for node in ast.walk(tree):
-            if not isinstance(
-                node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
-            ):
-                continue
-            doc = ast.get_docstring(node, clean=True)
-            for paragraph in re.split(r"\n\s*\n", doc or ""):
-                for sentence in _SENTENCE_END.split(" ".join(paragraph.split())):
-                    words = sentence.split()
-                    if not 5 <= len(words) <= 40 or sentence[-1] not in ".!?":
-                        continue
-                    plain = sum(bool(_PLAIN_WORD.match(w.rstrip(".!?"))) for w in words)
-                    if sentence[0].isupper() and plain >= 0.85 * len(words):
-                        yield sentence
-
-
-def corpus(cache: Path, needed: int) -> list[str]:
-    path = cache / "corpus.txt"
-    if not path.exists():
-        started = time.perf_counter()
-        seen: set[str] = set()
-        texts = []
-        for sentence in docstring_sentences():
-            if sentence.lower() not in seen:
-                seen.add(sentence.lower())
-                texts.append(sentence)
-        random.Random(7).shuffle(texts)
-        path.write_text("\n".join(texts), encoding="utf-8")
-        log(f"corpus: {len(texts)} sentences in {time.perf_counter() - started:.0f}s")
-    texts = path.read_text(encoding="utf-8").split("\n")
-    if len(texts) < needed:
-        raise SystemExit(f"only {len(texts)} distinct sentences installed, {needed} needed")
-    return texts[:needed]
+def corpus(needed: int) -> list[str]:
+    """Generated from a seeded grammar (bench/corpus.py): the same sentences on every machine,
+    in under a second (the docstring scan it replaces took five minutes before any vector)."""
+    return sentences(needed, SEED)
 
 
 def embeddings(cache: Path, texts: list[str], embedder: Embedder) -> np.ndarray:
-    """Vectors for `texts`, cached in 10k-sentence .npy chunks so reruns are quick."""
+    """Vectors for `texts` by the real model, cached in 10k-sentence .npy chunks so reruns are
+    quick; the chunk's name carries the corpus seed, so another corpus never reads them."""
     parts = []
+    began_all = time.perf_counter()
     for start in range(0, len(texts), CHUNK):
         chunk = texts[start : start + CHUNK]
-        path = cache / f"emb-{start // CHUNK:03d}-{len(chunk)}.npy"
+        path = cache / f"emb-grammar{SEED}-{start // CHUNK:03d}-{len(chunk)}.npy"
         if not path.exists():
             began = time.perf_counter()
             np.save(path, embedder.encode_sync(chunk))
-            log(f"embedded {start + len(chunk)}/{len(texts)} ({time.perf_counter() - began:.0f}s)")
+            spent = time.perf_counter() - began
+            log(f"embedded {start + len(chunk)}/{len(texts)} ({spent:.0f}s, "
+                f"{len(chunk) / spent:.0f} sentences/s)")
         parts.append(np.load(path))
+    log(f"corpus vectors ready in {time.perf_counter() - began_all:.0f}s")
     return np.concatenate(parts)
 
 
@@ -351,7 +320,7 @@ def main() -> None:
     sizes = [10_000] if args.quick else [10_000, 100_000]
     config = IndexConfig()
 
-    texts = corpus(cache, QUERIES + max(sizes))
+    texts = corpus(QUERIES + max(sizes))
     embedder = Embedder()
     log("loading the model and embedding the corpus (cached after the first run)")
     all_vectors = embeddings(cache, texts, embedder)
@@ -389,6 +358,14 @@ def main() -> None:
     for size, r in results.items():
         goal = size == 100_000
         kind = r["kind"]
+        if size == max(results):  # the issue's goals are at 100k; a quick run says it is smaller
+            at = "100k" if goal else f"{size // 1000}k (quick run, the goals are at 100k)"
+            mark(f"memory at {at}: recall@10 >= 0.97", f"{r['recall']:.4f}",
+                 off_by(r["recall"], 0.97, below=False))
+            mark(f"memory at {at}: index query p50 < 1 ms", f"{r['p50']:.3f} ms",
+                 off_by(r["p50"], 1.0))
+            mark(f"memory at {at}: index query p99 < 2 ms", f"{r['p99']:.3f} ms "
+                 f"(thread CPU p99 {r['cpu_p99']:.3f} ms)", off_by(r["p99"], 2.0))
         row(
             f"{size:,}: recall@10 of {kind} vs exact flat",
             f"{r['recall']:.4f}",

@@ -1,6 +1,7 @@
 """Run every benchmark (each in its own process) and print their Markdown, one after another.
 
-`make bench` runs this. `--quick` is passed on to the scripts that take it.
+`make bench` runs this. `--quick` is passed on to the scripts that take it. At the end, one
+table gathers every goal the scripts measured (issue 17's), each with its figure and verdict.
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import read_goals, table  # noqa: E402
+
 SCRIPTS = ["orchestration.py", "http_path.py", "llm_cpu.py", "startup.py", "memory.py", "ack.py",
            "drift.py"]
 
@@ -32,6 +36,8 @@ def main() -> int:
     print(f"_{time.strftime('%Y-%m-%d %H:%M:%S')}; machines are noisy: compare the ratios "
           "within one run, not absolute times across runs._\n", flush=True)
     failed = []
+    goals: list[list[str]] = []
+    begun = time.perf_counter()
     for name in SCRIPTS:
         script = HERE / name
         if not script.exists():
@@ -40,10 +46,19 @@ def main() -> int:
         print(f"<!-- bench/{name} -->", flush=True)
         out, code = run(script, args.quick)
         print(out.rstrip() + "\n", flush=True)
+        goals += [[f"{goal} (bench/{name})", figure, outcome]
+                  for goal, figure, outcome in read_goals(out)]
         if code != 0:
             failed.append(name)
             print(f"**bench/{name} failed with exit code {code}** (its stderr is above).\n")
         print(f"_bench/{name}: {time.perf_counter() - started:.0f} s_\n", flush=True)
+    print("## Every goal of the run\n")
+    print(("_A quick run: smaller shapes and sizes than the goals name; a smoke test, not the "
+           "verdicts._\n\n" if args.quick else "") + table(["goal", "figure", "verdict"], goals))
+    missed = sum("missed" in outcome for _, _, outcome in goals)
+    print(f"\n{len(goals)} goals, {missed} missed"
+          + (f"; bench/{', bench/'.join(failed)} failed" if failed else "")
+          + f". The whole run took {(time.perf_counter() - begun) / 60:.0f} min.\n")
     return 1 if failed else 0
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, fmt, machine, median, table, verdict
+from common import ROOT, fmt, goal, machine, median, off_by, table
 
 READY_TIMEOUT_S = 120.0
 SETTLE_S = 0.5
@@ -225,11 +225,11 @@ def main(args: argparse.Namespace) -> None:
                          " / ".join(fmt(r.ready_s, 2) for r in runs),
                          fmt(median([r.cpu_s for r in runs]), 2), fmt(peak, 0)])
             if target.memory:
-                goal_rows.append(["peak RSS < 600 MB with the model", f"{target.name}: "
-                                  f"{fmt(peak, 0)} MB", verdict(peak < 600)])
+                goal_rows.append(goal(f"peak RSS < 600 MB with the model ({target.name})",
+                                      f"{fmt(peak, 0)} MB", off_by(peak, 600)))
             else:
-                goal_rows.append(["ready < 5 s without the model", f"{target.name}: "
-                                  f"{fmt(ready, 2)} s", verdict(ready < 5)])
+                goal_rows.append(goal(f"ready < 5 s without the model ({target.name})",
+                                      f"{fmt(ready, 2)} s", off_by(ready, 5)))
     print(table(["process", "ready s (median)", "each run s", "CPU s to ready (median)",
                  "peak RSS MB"], rows) + "\n")
     if not has_serve:
