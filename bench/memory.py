@@ -59,11 +59,11 @@ def embeddings(cache: Path, texts: list[str], embedder: Embedder) -> np.ndarray:
         chunk = texts[start : start + CHUNK]
         path = cache / f"emb-grammar{SEED}-{start // CHUNK:03d}-{len(chunk)}.npy"
         if not path.exists():
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             np.save(path, embedder.encode_sync(chunk))
-            spent = time.perf_counter() - began
+            spent, cpu = time.perf_counter() - began, time.process_time() - cpu
             log(f"embedded {start + len(chunk)}/{len(texts)} ({spent:.0f}s, "
-                f"{len(chunk) / spent:.0f} sentences/s)")
+                f"{len(chunk) / spent:.0f} sentences/s; {cpu:.0f} CPU s, all threads)")
         parts.append(np.load(path))
     log(f"corpus vectors ready in {time.perf_counter() - began_all:.0f}s")
     return np.concatenate(parts)
