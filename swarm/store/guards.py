@@ -28,7 +28,9 @@ def _allowed(to: StrEnum, only_from: Iterable[StrEnum] | None) -> list[str]:
 
 
 def changed(s: Session, statement: Executable) -> bool:
-    """Run a guarded UPDATE: True when it changed the row (this process made the move)."""
+    """Run a guarded UPDATE: True when it changed the row (this process made the move). The
+    session's pending changes are written first, as the ORM's own UPDATE autoflushed them."""
+    s.flush()
     return cast(CursorResult[Any], s.execute(statement)).rowcount == 1
 
 
