@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere, installed or not
-    sys.path.insert(0, str(ROOT))
+if sys.path[:1] != [str(ROOT)]:  # `python bench/x.py` from anywhere, installed or not; first,
+    sys.path.insert(0, str(ROOT))  # so that bench/memory.py never shadows the memory package
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
