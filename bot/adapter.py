@@ -36,7 +36,8 @@ class ChatAdapter(Protocol):
         `bot.picture.render` (off the loop; None when it cannot be drawn, and then the text is
         enough) and post the PNG, with its alt text, after the event's text as the part
         `f"{key}:picture"`. A picture the platform refuses for good is logged and left out: it
-        never dead-letters the event."""
+        never dead-letters the event. `bot.routing.EventRouter` does all of this for a platform
+        that gives it its renderer and a `Surface` (how it posts, edits and uploads)."""
         ...
 
 

@@ -173,6 +173,18 @@ def digest(ev: Digest) -> SlackMessage:
                                           section(escape(plain.digest(ev)))])
 
 
+def scheduled(ev: ApprovalReminder | ApprovalExpired | DriftDetected | Digest) -> SlackMessage:
+    """What the schedules bring to a thread (bot/routing.py says where each goes)."""
+    match ev:
+        case ApprovalReminder():
+            return reminder(ev)
+        case ApprovalExpired():
+            return expired(ev)
+        case DriftDetected():
+            return drift(ev)
+    return digest(ev)
+
+
 def approval(ev: ApprovalRequested) -> SlackMessage:
     return SlackMessage(f"Approval needed: {ev.title}", [
         section(f":lock: *Approval needed* for objective #{ev.objective_id}\n"
