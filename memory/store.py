@@ -63,6 +63,7 @@ class TeamMemory:
         table_name: str = DEFAULT_TABLE,
         flush_delay: float | None = 2.0,
         overfetch: int = 4,
+        refresh_s: float | None = 5.0,
     ) -> None:
         self.engine = engine
         self.index_dir = Path(index_dir)
@@ -72,6 +73,10 @@ class TeamMemory:
         self.index_config = index_config or IndexConfig()
         self.flush_delay = flush_delay
         self.overfetch = overfetch
+        # Other processes on the same database (workers, web replicas) add and forget memories
+        # too: an index older than this is reconciled with SQL before its next recall.
+        self.refresh_s = refresh_s
+        self._synced_at: dict[str, float] = {}
         self.tables = memory_tables(table_name)
         self._items = self.tables.items
         self._epoch = ensure_schema(engine, self.tables)
@@ -291,7 +296,7 @@ class TeamMemory:
     def _index_for(self, team: str) -> TeamIndex:
         with self._indexes_lock:
             index = self._indexes.get(team)
-            if index is not None:
+            if index is not None and not self._stale(team):
                 return index
         with self._team_lock(team):
             with self._indexes_lock:
@@ -300,17 +305,46 @@ class TeamMemory:
                 index = self._open(team)
                 with self._indexes_lock:
                     self._indexes[team] = index
+            elif self._stale(team):
+                self._reconcile(team, index, self._sql_ids(team))
+            self._synced_at[team] = time.monotonic()
             return index
+
+    def _stale(self, team: str) -> bool:
+        if self.refresh_s is None:
+            return False
+        return time.monotonic() - self._synced_at.get(team, float("-inf")) >= self.refresh_s
+
+    def _sql_ids(self, team: str) -> np.ndarray:
+        with self.engine.connect() as conn:
+            team_ids = conn.execute(
+                sa.select(self._items.c.id).where(self._items.c.team == team)
+            ).scalars()
+            return np.fromiter(team_ids, dtype=np.int64)
+
+    def _reconcile(self, team: str, index: TeamIndex, sql_ids: np.ndarray) -> None:
+        """Embed what SQL holds and the index lacks, drop what SQL no longer holds (team lock
+        held): what another process remembered or forgot since, or a file older than SQL."""
+        held = index.ids()
+        stale = np.setdiff1d(held, sql_ids)
+        missing = np.setdiff1d(sql_ids, held)
+        if len(stale) or len(missing):
+            index.remove(stale.tolist())
+            self._embed_into(index, team, missing.tolist())
+            log_event(
+                log,
+                logging.INFO,
+                "memory.index.reconciled",
+                team=team,
+                added=len(missing),
+                removed=len(stale),
+            )
 
     def _open(self, team: str) -> TeamIndex:
         """Read the team's file and reconcile it with SQL, or rebuild it (team lock held)."""
         path = self._path(team)
         dim = self.embedder.dim
-        with self.engine.connect() as conn:
-            team_ids = conn.execute(
-                sa.select(self._items.c.id).where(self._items.c.team == team)
-            ).scalars()
-            sql_ids = np.fromiter(team_ids, dtype=np.int64)
+        sql_ids = self._sql_ids(team)
         reason: str | None = None
         try:
             header, index = read_index_file(path, dim, self.index_config)
@@ -324,20 +358,7 @@ class TeamMemory:
             reason = f"corrupt ({exc})"
         if reason is not None:
             return self._rebuild(team, sql_ids, reason)
-        held = index.ids()
-        stale = np.setdiff1d(held, sql_ids)
-        missing = np.setdiff1d(sql_ids, held)
-        if len(stale) or len(missing):
-            index.remove(stale.tolist())
-            self._embed_into(index, team, missing.tolist())
-            log_event(
-                log,
-                logging.WARNING,
-                "memory.index.repaired",
-                team=team,
-                added=len(missing),
-                removed=len(stale),
-            )
+        self._reconcile(team, index, sql_ids)
         return index
 
     def _rebuild(self, team: str, sql_ids: np.ndarray, reason: str) -> TeamIndex:

@@ -327,3 +327,24 @@ def test_the_model_loads_without_sklearn_and_scipy_yet_their_callers_still_work(
     subprocess.run([sys.executable, "-c", DEFERRED_IMPORTS_CHECK], check=True, timeout=300,
                    cwd=Path(__file__).resolve().parents[1],
                    env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+async def test_a_memory_another_process_remembers_or_forgets_reaches_this_ones_recall(
+    make_memory: MakeMemory, tmp_path: Path
+) -> None:
+    """A web process and a worker share the database, not the index: each one's recall sees
+    what the other remembered, and stops seeing what it forgot, once its index is refreshed."""
+    here = make_memory(refresh_s=0.0)
+    await _remember_unrelated(here, "T1")
+    assert await here.recall("T1", "Which database did we pick for billing?", k=1)
+    elsewhere = make_memory()
+    elsewhere.index_dir = tmp_path / "other-machine"  # its own index files, as on another host
+
+    decided = await elsewhere.remember("T1", DECISION, kind="decision")
+    recalled = await here.recall("T1", "Which database did we pick for billing?", k=1)
+    assert [m.id for m in recalled] == [decided]
+
+    assert await elsewhere.forget("T1", decided)
+    recalled = await here.recall("T1", "Which database did we pick for billing?", k=3)
+    assert decided not in {m.id for m in recalled}
+    assert decided not in set(here.index_of("T1").ids().tolist())
