@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 COMPILE := $(VENV)/bin/pip-compile --quiet --strip-extras --allow-unsafe \
 	--build-deps-for editable --no-emit-index-url --no-emit-find-links
 
-.PHONY: demo test bench lint lock clean
+.PHONY: demo test bench lint lock relock clean
 
 # The lock, then the project itself without resolving anything (--no-deps); the build backend
 # (setuptools) is pinned in the lock too, so nothing unpinned is fetched.
@@ -36,6 +36,14 @@ bench: $(BENCH_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bot swarm memory schedules tests bench
 	$(VENV)/bin/mypy --ignore-missing-imports swarm bot memory schedules
+
+# After a change to pyproject.toml: resolve both locks again, keeping every pin that still fits.
+relock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) pip-tools
+	CUSTOM_COMPILE_COMMAND="make relock" $(COMPILE) --extra test -o requirements.lock pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make relock" $(COMPILE) --extra test --extra bench \
+	  -o requirements-bench.lock pyproject.toml
 
 # Re-resolve both locks on the newest releases pyproject.toml's ranges admit.
 lock:
